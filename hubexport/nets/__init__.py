@@ -1,0 +1,66 @@
+"""The nets stage: one architecture definition per TF-Slim net, for every format.
+
+Public entry point: :func:`build_net`. Each net module defines ``SCOPE``,
+``DEFAULT_IMAGE_SIZE``, ``MIN_IMAGE_SIZE`` and ``FEATURE_SIZE`` (pixels,
+channels) and one function ``<architecture>(ctx, images, num_classes)``
+returning ``(logits, end_points)``.
+
+Importing this package does not import TensorFlow; :func:`get_net` does.
+"""
+
+import importlib
+
+from hubexport.errors import UsageError
+
+ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
+
+
+def get_net(architecture):
+    """Returns the module defining ``architecture``.
+
+    Raises:
+      UsageError: the architecture is not one of :data:`ARCHITECTURES`.
+    """
+    if architecture not in ARCHITECTURES:
+        raise UsageError("unknown architecture %r; known: %s"
+                         % (architecture, ", ".join(ARCHITECTURES)))
+    return importlib.import_module("hubexport.nets." + architecture)
+
+
+def build_net(architecture, ctx, images, num_classes=1001):
+    """Builds a net on module inputs: float32 images in [0, 1].
+
+    Maps the images to [-1, 1] (TF-Slim's Inception preprocessing,
+    ``x -> 2x - 1``), checks at run time that height and width are at least
+    the net's ``MIN_IMAGE_SIZE`` pixels, and builds the net.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+      ctx: a :class:`hubexport.nets.layers.NetContext`.
+      images: float32 [batch, height, width, 3], values in [0, 1].
+      num_classes: number of logits (1001), or None for no logits layer.
+
+    Returns:
+      (logits, features, end_points): logits float32 [batch, num_classes] or
+      None; features float32 [batch, FEATURE_SIZE] (the global average pool);
+      end_points the net's dict of TF-Slim end points.
+
+    Raises:
+      UsageError: unknown architecture.
+      tf.errors.InvalidArgumentError (at run time): an image smaller than
+        ``MIN_IMAGE_SIZE`` pixels, with a message saying so.
+    """
+    import tensorflow as tf
+
+    net = get_net(architecture)
+    with tf.name_scope("preprocess"):
+        shape = tf.shape(images)
+        message = ("%s needs input images of at least %dx%d pixels (height x width)"
+                   % (architecture, net.MIN_IMAGE_SIZE, net.MIN_IMAGE_SIZE))
+        checks = [tf.debugging.assert_greater_equal(shape[1], net.MIN_IMAGE_SIZE, message=message),
+                  tf.debugging.assert_greater_equal(shape[2], net.MIN_IMAGE_SIZE, message=message)]
+        with tf.control_dependencies(checks):
+            scaled = tf.identity(images) * 2.0 - 1.0
+    logits, end_points = getattr(net, architecture)(ctx, scaled, num_classes=num_classes)
+    features = tf.squeeze(end_points["global_pool"], [1, 2], name="feature_vector")
+    return logits, features, end_points
