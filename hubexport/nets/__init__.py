@@ -64,3 +64,33 @@ def build_net(architecture, ctx, images, num_classes=1001):
     logits, end_points = getattr(net, architecture)(ctx, scaled, num_classes=num_classes)
     features = tf.squeeze(end_points["global_pool"], [1, 2], name="feature_vector")
     return logits, features, end_points
+
+
+def variable_requests(architecture, num_classes=1001):
+    """Lists the variables a net asks for, without creating any.
+
+    Builds the net once in a throwaway graph at its default image size.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+      num_classes: 1001, or None for the feature_vector variant.
+
+    Returns:
+      list of :class:`hubexport.nets.layers.VariableRequest` in creation order.
+    """
+    import tensorflow as tf
+
+    from hubexport.nets.layers import NetContext
+
+    net = get_net(architecture)
+    requests = []
+
+    def factory(request):
+        requests.append(request)
+        return tf.zeros(request.shape, tf.float32)
+
+    with tf.Graph().as_default():
+        size = net.DEFAULT_IMAGE_SIZE
+        images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
+        build_net(architecture, NetContext(factory), images, num_classes=num_classes)
+    return requests

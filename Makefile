@@ -1,0 +1,44 @@
+# hubexport developer commands. `make demo` runs the main job end to end,
+# `make test` runs the whole test suite (CI runs it through .ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+LEGACY_VENV ?= .venv-legacy
+BIN := $(VENV)/bin
+DEMO_DIR ?= build/demo
+PYTEST_ARGS ?=
+
+.PHONY: install install-legacy demo test test-fast test-legacy bench clean
+
+install: $(BIN)/.installed
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The legacy client for the TF1 Hub format: tensorflow-cpu 2.15.1 +
+# tensorflow-hub 0.15.0 (hub.Module), plus tf-slim as a reference net.
+install-legacy: $(LEGACY_VENV)/bin/.installed
+$(LEGACY_VENV)/bin/.installed: requirements-legacy.txt
+	$(PYTHON) -m venv $(LEGACY_VENV)
+	$(LEGACY_VENV)/bin/pip install -q --upgrade pip
+	$(LEGACY_VENV)/bin/pip install -q -r requirements-legacy.txt
+	touch $@
+
+demo: install
+	PYTHON=$(BIN)/python DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+test: install install-legacy
+	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not legacy" $(PYTEST_ARGS)
+
+test-legacy: install install-legacy
+	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(BIN)/python -m pytest -q -m legacy $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf build modules .pytest_cache

@@ -1,0 +1,222 @@
+"""The build stage: from a spec's checkpoint to module directories and cards.
+
+Public entry point: :func:`build`. For each spec it fetches and verifies the
+tarball once, reads the checkpoint once, checks it strictly against the net,
+then writes every requested module with the format writer its version names
+(``hub`` -> :mod:`hubexport.formats.hub_tf1`, ``saved_model_2`` ->
+:mod:`hubexport.formats.saved_model_2`) and renders its card.
+
+Output layout (``OUT`` = ``--output``)::
+
+    OUT/google/imagenet/inception_v2/classification/3/      the module
+    OUT/google/imagenet/inception_v2/classification/3.md     its card
+    OUT/google/imagenet/inception_v2/classification/.3.stamp what it was built from
+
+A module directory appears only complete: it is written to a temporary
+directory beside it (``.3.tmp-<pid>``) and renamed into place; the card
+follows, then the stamp. Leftovers of an interrupted build are removed by
+the next build of the same target. A target whose stamp matches the inputs
+(spec file, checkpoint checksum, hubexport version) is not rebuilt.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import filelock
+
+from hubexport import __version__
+from hubexport.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class BuildResult:
+    """What happened to one target.
+
+    Attributes:
+      module_handle: e.g. ``google/imagenet/inception_v2/classification/3``.
+      module_dir: the module directory (Path).
+      card: the card file (Path).
+      status: "built" or "up-to-date".
+      seconds: wall time spent on this target (seconds).
+    """
+
+    module_handle: str
+    module_dir: Path
+    card: Path
+    status: str
+    seconds: float
+
+    def to_json(self):
+        return {"module_handle": self.module_handle, "module_dir": str(self.module_dir),
+                "card": str(self.card), "status": self.status,
+                "seconds": round(self.seconds, 3)}
+
+
+def target_paths(output, target):
+    """Returns (module_dir, card_path, stamp_path) of a target under ``output``."""
+    parent = Path(output) / target.handle
+    version = str(target.version.version)
+    return parent / version, parent / (version + ".md"), parent / ("." + version + ".stamp")
+
+
+def _stamp(target):
+    """The content hash that decides whether a built module is up to date."""
+    spec = target.spec
+    h = hashlib.sha256()
+    h.update(Path(spec.source).read_bytes())
+    h.update(("%s:%s|%s|%s|%d" % (spec.checkpoint.checksum_algo, spec.checkpoint.checksum_hex,
+                                  __version__, target.kind, target.version.version)).encode())
+    return h.hexdigest()
+
+
+def is_up_to_date(output, target):
+    """True if the module, its card and a matching stamp are all in place."""
+    module_dir, card, stamp = target_paths(output, target)
+    try:
+        return (module_dir.is_dir() and card.is_file()
+                and json.loads(stamp.read_text()).get("stamp") == _stamp(target))
+    except (OSError, ValueError):
+        return False
+
+
+def _clean_leftovers(parent, version):
+    """Removes temporary directories of interrupted builds of one target."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if entry.name.startswith(".%s.tmp-" % version) or entry.name.startswith(".%s.old-" % version):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+
+
+def _write_atomic(path, text):
+    tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None,
+          force=False, progress=None):
+    """Builds modules and cards.
+
+    Args:
+      specs: list of :class:`hubexport.specs.ModelSpec` to build.
+      output: the output directory (created if missing).
+      version: int, or None for every version the spec defines.
+      kind: "classification", "feature_vector", or None for both.
+      cache_dir: download cache (see :func:`hubexport.fetch.default_cache_dir`).
+      mirror: base URL or path replacing the tarballs' download location.
+      force: rebuild even when up to date.
+      progress: show download progress bars (None: when stderr is a TTY).
+
+    Returns:
+      list of :class:`BuildResult`, one per target, in build order.
+
+    Raises:
+      UsageError: the version or kind is not defined by a spec.
+      FetchError, ChecksumError, ArchiveError: the tarball could not be had.
+      CheckpointError: the checkpoint does not fit the net.
+      BuildError: writing a module failed (nothing partial is left).
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    plan = [(spec, spec.targets(version=version, kind=kind)) for spec in specs]
+    results = []
+    with filelock.FileLock(str(output / ".hubexport.lock")):
+        for spec, targets in plan:
+            todo = [t for t in targets if force or not is_up_to_date(output, t)]
+            for t in targets:
+                if t not in todo:
+                    module_dir, card, _ = target_paths(output, t)
+                    results.append(BuildResult(t.module_handle, module_dir, card, "up-to-date", 0.0))
+            if todo:
+                results.extend(_build_spec(spec, todo, output, cache_dir, mirror, progress))
+    return results
+
+
+def _build_spec(spec, targets, output, cache_dir, mirror, progress):
+    """Fetches, reads and checks one checkpoint once, then writes its targets."""
+    from hubexport import fetch
+    from hubexport.checkpoint import Checkpoint
+    from hubexport.nets import get_net, variable_requests
+
+    ckpt_path = fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
+    ckpt = Checkpoint(ckpt_path)
+    requests = variable_requests(spec.architecture, spec.num_classes)
+    ckpt.check(requests)
+    values = ckpt.values(r.name for r in requests)
+    min_size = get_net(spec.architecture).MIN_IMAGE_SIZE
+    results = []
+    for target in targets:
+        started = time.monotonic()
+        module_dir, card, stamp = _write_target(spec, target, values, output, min_size)
+        results.append(BuildResult(target.module_handle, module_dir, card, "built",
+                                   time.monotonic() - started))
+        log.info("built %s", target.module_handle)
+    return results
+
+
+def _write_target(spec, target, values, output, min_size):
+    from hubexport.cards import render_card
+
+    module_dir, card, stamp = target_paths(output, target)
+    parent, version = module_dir.parent, module_dir.name
+    parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(parent, version)
+    tmp = parent / (".%s.tmp-%d" % (version, os.getpid()))
+    num_classes = spec.num_classes if target.kind == "classification" else None
+    try:
+        write_module(spec.architecture, target.version, values, tmp,
+                     num_classes=num_classes, image_size=spec.image_size)
+        card_text = render_card(target, min_size)
+        if stamp.exists():
+            stamp.unlink()
+        if module_dir.exists():
+            old = parent / (".%s.old-%d" % (version, os.getpid()))
+            os.replace(module_dir, old)
+            os.replace(tmp, module_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, module_dir)
+    except OSError as e:
+        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
+                         % (module_dir, e.strerror or e, parent)) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _write_atomic(card, card_text)
+    _write_atomic(stamp, json.dumps({"stamp": _stamp(target), "hubexport": __version__}))
+    return module_dir, card, stamp
+
+
+def write_module(architecture, version_spec, values, out_dir, *, num_classes, image_size):
+    """Writes one module directory with the writer of its format.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+      version_spec: a :class:`hubexport.specs.VersionSpec` (format, input
+        size, signatures).
+      values: dict variable name -> numpy float32 array.
+      out_dir: directory to create.
+      num_classes: 1001, or None for a feature_vector module.
+      image_size: default image size in pixels.
+    """
+    if version_spec.format == "hub":
+        from hubexport.formats.hub_tf1 import write_hub_module
+
+        write_hub_module(architecture, values, str(out_dir), num_classes=num_classes,
+                         image_size=image_size, input_size=version_spec.input_size,
+                         signatures=list(version_spec.signatures))
+    else:
+        from hubexport.formats.saved_model_2 import write_saved_model_2
+
+        write_saved_model_2(architecture, values, str(out_dir), num_classes=num_classes,
+                            image_size=image_size,
+                            serving_default="serving_default" in version_spec.signatures)

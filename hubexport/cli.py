@@ -1,0 +1,212 @@
+"""The ``hubexport`` command line: parses arguments and delegates to the stages.
+
+Exit codes: 0 ok, 1 failure, 2 usage or spec error, 3 verification failed,
+130 interrupted. Errors print one line, ``error: ...``, never a traceback.
+TensorFlow is imported only by the commands that build or load modules.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from hubexport import __version__
+from hubexport.errors import EXIT_INTERRUPTED, EXIT_USAGE, HubexportError, UsageError
+
+_EPILOG = """\b
+Exit codes: 0 ok, 1 failure, 2 usage or spec error, 3 verification failed,
+130 interrupted.
+Environment: HUBEXPORT_CACHE (download cache), HUBEXPORT_MIRROR (download
+base URL or path for air-gapped machines)."""
+
+specs_option = click.option(
+    "--specs", "specs_dir", type=click.Path(file_okay=False, path_type=str), default=None,
+    help="Directory of YAML model specs (default: the specs shipped with hubexport).")
+mirror_option = click.option(
+    "--mirror", default=None, envvar="HUBEXPORT_MIRROR", metavar="URL",
+    help="Base URL (http://, https://, file://) or local directory serving the tarballs "
+         "under their canonical file names. Checksums are still enforced. "
+         "[env: HUBEXPORT_MIRROR]")
+cache_option = click.option(
+    "--cache-dir", default=None, type=click.Path(file_okay=False, path_type=str),
+    help="Download cache (default: $HUBEXPORT_CACHE, else $XDG_CACHE_HOME/hubexport).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON on stdout.")
+
+
+def _load_specs(specs_dir, names=None, all_=False):
+    from hubexport.specs import load_specs
+
+    specs = load_specs(specs_dir)
+    if all_:
+        return list(specs.values())
+    if not names:
+        raise UsageError("name a model (one of: %s) or pass --all" % ", ".join(sorted(specs)))
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise UsageError("unknown model %s; known: %s (see 'hubexport list')"
+                         % (", ".join(unknown), ", ".join(sorted(specs))))
+    return [specs[n] for n in names]
+
+
+@click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hubexport")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
+def cli(verbose):
+    """Turn TF-Slim's pre-trained checkpoints into TensorFlow Hub modules.
+
+    \b
+    The pipeline: specs -> fetch/verify -> checkpoint -> nets -> module
+    formats (TF1 Hub format v1/v3, TF2 SavedModel v4/v5) -> cards.
+
+    \b
+    Examples:
+      hubexport list
+      hubexport fetch inception_v2
+      hubexport build inception_v2 --version 3
+      hubexport build --all --output modules
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="hubexport: %(message)s")
+
+
+@cli.command("list", epilog=_EPILOG)
+@specs_option
+@json_option
+def list_cmd(specs_dir, as_json):
+    """List the architectures, module handles and versions the specs define.
+
+    \b
+    Example:
+      hubexport list --json
+    """
+    from hubexport.specs import load_specs
+
+    specs = load_specs(specs_dir)
+    rows = []
+    for spec in specs.values():
+        for target in spec.targets():
+            rows.append({"name": spec.name, "architecture": spec.architecture,
+                         "kind": target.kind, "handle": target.handle,
+                         "version": target.version.version, "format": target.version.format,
+                         "input_size": target.version.input_size,
+                         "module_handle": target.module_handle,
+                         "signatures": list(target.version.signatures)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for name, spec in specs.items():
+        click.echo("%s (%s, %dx%d pixels, %d classes, %d features)"
+                   % (name, spec.architecture, spec.image_size, spec.image_size,
+                      spec.num_classes, spec.feature_size))
+        for kind, family in spec.modules.items():
+            versions = ", ".join("%d (%s, %s)" % (v.version, v.format, v.input_size)
+                                 for v in family.versions.values())
+            click.echo("  %s  versions %s" % (family.handle, versions))
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("name")
+@specs_option
+@mirror_option
+@cache_option
+@json_option
+def fetch(name, specs_dir, mirror, cache_dir, as_json):
+    """Download, verify and unpack the checkpoint tarball of model NAME.
+
+    A verified tarball in the cache is not downloaded again; a partial one is
+    resumed. Size and checksum are checked before the file is used.
+
+    \b
+    Example:
+      hubexport fetch inception_v2 --mirror http://127.0.0.1:8000/models
+    """
+    from hubexport import fetch as fetch_stage
+
+    (spec,) = _load_specs(specs_dir, [name])
+    ckpt = fetch_stage.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror)
+    tarball = fetch_stage.tarball_path(spec, cache_dir)
+    if as_json:
+        click.echo(json.dumps({"name": name, "tarball": str(tarball), "checkpoint": str(ckpt)}))
+    else:
+        click.echo("tarball:    %s" % tarball)
+        click.echo("checkpoint: %s" % ckpt)
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "all_", is_flag=True, help="Build every model the specs define.")
+@click.option("--version", type=int, default=None, help="Only this module version (1, 3, 4, 5).")
+@click.option("--kind", type=click.Choice(["classification", "feature_vector"]), default=None,
+              help="Only this module kind.")
+@click.option("--output", "-o", default="modules", show_default=True,
+              type=click.Path(file_okay=False, path_type=str), help="Output directory.")
+@click.option("--force", is_flag=True, help="Rebuild modules that are up to date.")
+@specs_option
+@mirror_option
+@cache_option
+@json_option
+def build(names, all_, version, kind, output, force, specs_dir, mirror, cache_dir, as_json):
+    """Build TF Hub modules and their cards from TF-Slim checkpoints.
+
+    Without --version or --kind, builds every version and kind the spec
+    defines. Each module lands in OUTPUT/<handle>/<version>/ with its card at
+    OUTPUT/<handle>/<version>.md; a module directory appears only complete.
+    Modules already built from the same inputs are skipped.
+
+    \b
+    Examples:
+      hubexport build inception_v2 --version 3
+      hubexport build inception_resnet_v2 --version 1 --kind feature_vector
+      hubexport build --all --output modules
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hubexport.build import build as build_stage
+
+    specs = _load_specs(specs_dir, names, all_)
+    results = build_stage(specs, output=output, version=version, kind=kind,
+                          cache_dir=cache_dir, mirror=mirror, force=force)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        return
+    for r in results:
+        click.echo("%-10s %s\n           module: %s\n           card:   %s"
+                   % (r.status, r.module_handle, r.module_dir, r.card))
+
+
+@cli.command("make-standin", hidden=True)
+@click.argument("architecture")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_standin(architecture, out_dir, seed):
+    """Write a stand-in checkpoint tarball and a matching spec directory (tests, demo)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hubexport.standin import make_standin as make
+
+    result = make(architecture, out_dir, seed=seed)
+    click.echo("tarball:  %s\nsize:     %d\nchecksum: %s\nspecs:    %s"
+               % (result.tarball, result.size, result.checksum, result.spec_dir))
+
+
+def main(argv=None):
+    """Console entry point: runs the CLI and maps errors to exit codes."""
+    try:
+        cli.main(args=argv, prog_name="hubexport", standalone_mode=False)
+    except HubexportError as e:
+        click.echo("error: %s" % e, err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code if e.exit_code else EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("error: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
