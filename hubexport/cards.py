@@ -47,7 +47,6 @@ def render_card(target, min_image_size):
     other = spec.modules.get(other_kind)
     other_handle = ("%s/%d" % (other.handle, version.version) if other
                     else target.module_handle)
-    kind_text = ("classification" if classification else "feature vectors")
     description = ("Imagenet (ILSVRC-2012-CLS) classification with %s." % spec.display_name
                    if classification else
                    "Feature vectors of images with %s trained on Imagenet (ILSVRC-2012-CLS)."
@@ -59,7 +58,6 @@ def render_card(target, min_image_size):
         handle_line=handle_line(target.module_handle),
         other_handle=other_handle,
         description=description,
-        kind_text=kind_text,
         classification=classification,
         format=version.format,
         asset_path="legacy",
