@@ -1,0 +1,305 @@
+"""Stand-in checkpoint tarballs for tests and demos (the real ones are unreachable).
+
+Public entry point: :func:`make_standin`. It writes a tarball with the real
+one's file name and member name holding a TF V1 checkpoint (one file, no
+``.index``) with every variable of the real checkpoint -- names, shapes and
+dtypes read from the checked-in manifest ``hubexport/data/<arch>_manifest.json``
+(made by ``scripts/make_manifest.py`` from TF-Slim's own net definitions, never
+from hubexport's nets) -- filled with seeded random values that make a
+numerically sane net, and a copy of the shipped spec whose checkpoint size
+and checksum are those of the stand-in, so that
+``hubexport build --specs <spec_dir>`` accepts it.
+
+Value recipe (per variable, by its last name component):
+  * ``weights`` / ``pointwise_weights`` of layers followed by batch norm
+    and ReLU: N(0, sqrt(2 / fan_in)) (He), so ReLU activations keep their
+    scale through the 60+ blocks of Inception-ResNet-V2; weights of linear
+    steps (logits, residual ``up`` projections, which are scaled by 0.1-0.2
+    anyway, depthwise weights): N(0, sqrt(1 / fan_in));
+  * ``biases``: N(0, 0.01);
+  * ``BatchNorm/beta``: N(0, 0.05); ``moving_mean``: N(0, 0.05);
+    ``moving_variance``: uniform [0.5, 1.5) (positive);
+  * ``global_step`` (int64): a seeded integer in [1, 10**6).
+Values are drawn with ``numpy.random.default_rng(seed)`` in manifest order,
+so the same seed gives the same values and (TF's V1 writer being
+deterministic, see tests/test_standin.py) a byte-identical tarball.
+
+TensorFlow is imported lazily, inside :func:`make_standin`.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from hubexport.errors import BuildError, UsageError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
+# Gzip level of the tarball: random floats hardly compress, level 1 is fastest.
+GZIP_LEVEL = 1
+_COPY_CHUNK = 1 << 20  # bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class StandinResult:
+    """What :func:`make_standin` wrote.
+
+    Attributes:
+      tarball: path of ``<out_dir>/<canonical tarball file name>``.
+      spec_dir: directory holding ``<name>.yaml``, the spec pinned to the
+        stand-in (pass it as ``hubexport build --specs``).
+      size: the tarball's size in bytes.
+      checksum: ``"sha256:<64 hex digits>"`` of the tarball, as written in the spec.
+    """
+
+    tarball: Path
+    spec_dir: Path
+    size: int
+    checksum: str
+
+
+def load_manifest(architecture):
+    """Reads the checked-in variable manifest of an architecture's real checkpoint.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+
+    Returns:
+      dict with ``header`` (``checkpoint``: ``tarball``, ``member``, ...),
+      ``num_variables``, ``num_parameters`` (global_step excluded) and
+      ``variables``: list of {``name``, ``shape`` (list of ints), ``dtype``
+      ("float32" or "int64")} in TF-Slim's creation order.
+
+    Raises:
+      UsageError: unknown architecture.
+    """
+    if architecture not in ARCHITECTURES:
+        raise UsageError("unknown architecture %r; known: %s"
+                         % (architecture, ", ".join(ARCHITECTURES)))
+    with open(DATA_DIR / ("%s_manifest.json" % architecture), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def standin_values(manifest, seed=0):
+    """Draws the stand-in values of every manifest variable.
+
+    Args:
+      manifest: as returned by :func:`load_manifest`.
+      seed: int seed of ``numpy.random.default_rng``.
+
+    Returns:
+      dict name -> numpy array of the manifest's shape and dtype
+      (float32, or int64 for ``global_step``), in manifest order.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    names = {v["name"] for v in manifest["variables"]}
+    values = {}
+    for var in manifest["variables"]:
+        name, shape, dtype = var["name"], tuple(var["shape"]), var["dtype"]
+        leaf = name.rsplit("/", 1)[-1]
+        if dtype == "int64":
+            values[name] = np.asarray(rng.integers(1, 10**6), np.int64).reshape(shape)
+            continue
+        if dtype != "float32":
+            raise BuildError("manifest variable %s has dtype %s; expected float32 or int64"
+                             % (name, dtype))
+        if leaf == "moving_variance":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif leaf in ("beta", "moving_mean"):
+            value = rng.normal(0.0, 0.05, shape)
+        elif leaf == "biases":
+            value = rng.normal(0.0, 0.01, shape)
+        elif leaf in ("weights", "depthwise_weights", "pointwise_weights"):
+            # fan_in: every axis but the last (output channels); for depthwise
+            # weights [kh, kw, in, multiplier] it is kh * kw.
+            fan_in = int(np.prod(shape[:2])) if leaf == "depthwise_weights" \
+                else int(np.prod(shape[:-1]))
+            scope = name.rsplit("/", 1)[0]
+            # ReLU follows batch-normed convolutions and Inception V2's
+            # separable Conv2d_1a_7x7 (after its pointwise step).
+            followed_by_relu = (scope + "/BatchNorm/beta" in names
+                                or leaf == "pointwise_weights")
+            gain = 2.0 if followed_by_relu else 1.0
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(
+                np.sqrt(gain / fan_in))
+        else:
+            raise BuildError("manifest variable %s: no stand-in recipe for %r" % (name, leaf))
+        values[name] = np.asarray(value, np.float32)
+    return values
+
+
+def write_v1_checkpoint(values, path):
+    """Writes a TF V1 checkpoint file (one file, no ``.index``).
+
+    Builds one variable per entry in a fresh ``tf.Graph`` (initialized by
+    feeding, so the values are not copied into the graph) and saves them with
+    ``tf.compat.v1.train.Saver(write_version=SaverDef.V1)``.
+
+    Args:
+      values: dict checkpoint key -> numpy array (float32 / int64).
+      path: the file to write.
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        feeds, var_list = {}, {}
+        for i, (name, value) in enumerate(values.items()):
+            ph = tf.compat.v1.placeholder(tf.as_dtype(value.dtype), value.shape)
+            var = tf.compat.v1.Variable(ph, name="v%d" % i, trainable=False)
+            feeds[ph] = value
+            var_list[name] = var
+        init = tf.compat.v1.variables_initializer(list(var_list.values()))
+        saver = tf.compat.v1.train.Saver(var_list=var_list, sharded=False,
+                                         write_version=tf.compat.v1.train.SaverDef.V1)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(init, feed_dict=feeds)
+            feeds.clear()
+            # The V1 format is deprecated; TF logs a banner saying so. V1 is
+            # what the real tarballs hold, so silence it.
+            logger = tf.get_logger()
+            level = logger.level
+            logger.setLevel("ERROR")
+            try:
+                saver.save(sess, str(path), write_meta_graph=False, write_state=False)
+            finally:
+                logger.setLevel(level)
+
+
+def _write_tarball(member_path, member_name, tarball):
+    """Deterministic tar.gz with one member: mtime 0, uid/gid 0, no names, gzip mtime 0."""
+    info = tarfile.TarInfo(member_name)
+    info.size = os.path.getsize(member_path)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    with open(tarball, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                          compresslevel=GZIP_LEVEL) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar, \
+            open(member_path, "rb") as src:
+        tar.addfile(info, src)
+
+
+def _sha256_and_size(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def pin_spec_text(text, size, checksum, source="spec"):
+    """Replaces the checkpoint ``size`` and ``checksum`` lines of a spec's text.
+
+    Only the first ``size:`` and ``checksum:`` lines inside the top-level
+    ``checkpoint:`` block change (their indentation is kept); every other
+    byte -- comments, order, the rest of the spec -- is preserved.
+
+    Args:
+      text: the spec file's text.
+      size: the new size in bytes.
+      checksum: the new ``ALGO:HEX`` checksum.
+      source: the spec's path, for messages.
+
+    Returns:
+      the new text.
+
+    Raises:
+      BuildError: the spec has no ``checkpoint:`` block with both lines.
+    """
+    lines = text.splitlines(keepends=True)
+    replaced = {}
+    in_block = False
+    for i, line in enumerate(lines):
+        if re.match(r"checkpoint:\s*(#.*)?$", line):
+            in_block = True
+            continue
+        if in_block and line.strip() and not line[0].isspace():
+            break  # next top-level key
+        m = re.match(r"(\s+)(size|checksum):", line) if in_block else None
+        if m and m.group(2) not in replaced:
+            value = str(size) if m.group(2) == "size" else checksum
+            newline = "\n" if line.endswith("\n") else ""
+            lines[i] = "%s%s: %s%s" % (m.group(1), m.group(2), value, newline)
+            replaced[m.group(2)] = i
+    if set(replaced) != {"size", "checksum"}:
+        raise BuildError("%s: no checkpoint size/checksum lines to pin the stand-in to; "
+                         "the spec needs a 'checkpoint:' block with 'size:' and 'checksum:'"
+                         % source)
+    return "".join(lines)
+
+
+def make_standin(architecture, out_dir, seed=0):
+    """Writes a stand-in checkpoint tarball and a spec pinned to it.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+      out_dir: directory to write to (created if missing). Receives
+        ``<canonical tarball name>`` (e.g. ``inception_v2_2016_08_28.tar.gz``,
+        holding the member ``inception_v2.ckpt``) and ``specs/<name>.yaml``.
+      seed: int; the same seed gives byte-identical output.
+
+    Returns:
+      :class:`StandinResult` (tarball path, spec directory, size in bytes,
+      ``sha256:...`` checksum).
+
+    Raises:
+      UsageError: unknown architecture.
+      BuildError: the shipped spec cannot be read or pinned, or disagrees with
+        the manifest about the tarball or member name.
+
+    The Inception-ResNet-V2 stand-in is about 240 MB and takes tens of
+    seconds; Inception V2's about 45 MB.
+    """
+    from hubexport import specs as specs_module
+
+    manifest = load_manifest(architecture)
+    spec_path = specs_module.default_specs_dir() / ("%s.yaml" % architecture)
+    try:
+        spec_text = spec_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BuildError("%s: cannot read the shipped spec (%s)" % (spec_path, e.strerror or e))
+    spec = specs_module.parse_spec(spec_text, spec_path)
+    expected = manifest["header"]["checkpoint"]
+    if (spec.checkpoint.filename, spec.checkpoint.member) != (expected["tarball"],
+                                                               expected["member"]):
+        raise BuildError("%s: checkpoint %s/%s differs from the manifest's %s/%s"
+                         % (spec_path, spec.checkpoint.filename, spec.checkpoint.member,
+                            expected["tarball"], expected["member"]))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_dir = out_dir / "specs"
+    spec_dir.mkdir(exist_ok=True)
+    tarball = out_dir / spec.checkpoint.filename
+
+    work = Path(tempfile.mkdtemp(prefix=".standin-", dir=out_dir))
+    try:
+        member_path = work / spec.checkpoint.member
+        write_v1_checkpoint(standin_values(manifest, seed), member_path)
+        tmp_tarball = work / (tarball.name + ".part")
+        _write_tarball(member_path, spec.checkpoint.member, tmp_tarball)
+        hexdigest, size = _sha256_and_size(tmp_tarball)
+        checksum = "sha256:" + hexdigest
+        pinned = pin_spec_text(spec_text, size, checksum, source=spec_path)
+        tmp_spec = work / (spec_path.name + ".part")
+        tmp_spec.write_text(pinned, encoding="utf-8")
+        specs_module.parse_spec(pinned, spec_dir / spec_path.name)  # still valid
+        os.replace(tmp_tarball, tarball)
+        os.replace(tmp_spec, spec_dir / spec_path.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return StandinResult(tarball=tarball, spec_dir=spec_dir, size=size, checksum=checksum)

@@ -1,0 +1,136 @@
+"""Tests of hubexport.standin: stand-in tarballs match the checked-in manifests exactly."""
+
+import difflib
+import hashlib
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hubexport import specs as specs_module
+from hubexport import standin
+from hubexport.errors import BuildError, UsageError
+
+MEMBERS = {
+    "inception_v2": ("inception_v2_2016_08_28.tar.gz", "inception_v2.ckpt"),
+    "inception_resnet_v2": ("inception_resnet_v2_2016_08_30.tar.gz",
+                            "inception_resnet_v2_2016_08_30.ckpt"),
+}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_standin(arch, result, tmp_path, seed):
+    tarball_name, member = MEMBERS[arch]
+    assert result.tarball.name == tarball_name
+    # Size and checksum, recomputed.
+    assert result.size == result.tarball.stat().st_size
+    assert result.checksum == "sha256:" + _sha256(result.tarball)
+
+    # One member, deterministic metadata, V1 checkpoint (a single file).
+    with tarfile.open(result.tarball, "r:gz") as tar:
+        infos = tar.getmembers()
+        assert [i.name for i in infos] == [member]
+        info = infos[0]
+        assert info.isfile() and info.mtime == 0 and info.uid == 0 and info.gid == 0
+        tar.extractall(tmp_path, filter="data")
+    with open(result.tarball, "rb") as f:
+        header = f.read(10)
+    assert header[:2] == b"\x1f\x8b" and header[4:8] == b"\0\0\0\0"  # gzip, mtime 0
+    path = tmp_path / member
+    assert sorted(p.name for p in tmp_path.iterdir()) == [member]  # no .index / .data
+
+    # Every manifest variable, exact names, shapes and dtypes -- nothing else.
+    manifest = standin.load_manifest(arch)
+    reader = tf.train.load_checkpoint(str(path))
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    expected = {v["name"]: (v["shape"], v["dtype"]) for v in manifest["variables"]}
+    assert {k: (list(shapes[k]), dtypes[k].name) for k in shapes} == expected
+    assert sum(int(np.prod(shapes[k])) for k in shapes if k != "global_step") \
+        == manifest["num_parameters"]
+
+    # The values are the seeded ones, and sane.
+    values = standin.standin_values(manifest, seed)
+    for name in list(values)[:40] + list(values)[-5:]:
+        np.testing.assert_array_equal(reader.get_tensor(name), values[name], err_msg=name)
+    for name in shapes:
+        if name.endswith("moving_variance"):
+            var = reader.get_tensor(name)
+            assert var.min() >= 0.5 and var.max() < 1.5, name
+    assert reader.get_tensor("global_step").dtype == np.int64
+
+    # The pinned spec: only size and checksum differ from the shipped one.
+    spec_file = result.spec_dir / ("%s.yaml" % arch)
+    shipped = (specs_module.default_specs_dir() / ("%s.yaml" % arch)).read_text()
+    pinned = spec_file.read_text()
+    changed = [line for line in difflib.unified_diff(shipped.splitlines(), pinned.splitlines(),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert sorted(line.strip("+- ").split(":")[0] for line in changed) == \
+        ["checksum", "checksum", "size", "size"]
+    spec = specs_module.load_spec(spec_file)
+    assert spec.checkpoint.size == result.size
+    assert (spec.checkpoint.checksum_algo, spec.checkpoint.checksum_hex) == \
+        ("sha256", _sha256(result.tarball))
+    assert (spec.checkpoint.filename, spec.checkpoint.member) == (tarball_name, member)
+    assert list(specs_module.load_specs(result.spec_dir)) == [arch]
+
+
+def test_inception_v2_standin_matches_manifest_and_is_deterministic(tmp_path):
+    first = standin.make_standin("inception_v2", tmp_path / "a", seed=0)
+    check_standin("inception_v2", first, tmp_path / "extract", seed=0)
+    second = standin.make_standin("inception_v2", tmp_path / "b", seed=0)
+    assert second.tarball.read_bytes() == first.tarball.read_bytes()
+    assert (second.size, second.checksum) == (first.size, first.checksum)
+    # No temporary files are left behind.
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == \
+        ["inception_v2_2016_08_28.tar.gz", "specs"]
+
+
+@pytest.mark.slow
+def test_inception_resnet_v2_standin_matches_manifest(tmp_path):
+    result = standin.make_standin("inception_resnet_v2", tmp_path / "out", seed=1)
+    check_standin("inception_resnet_v2", result, tmp_path / "extract", seed=1)
+    assert 200e6 < result.size < 260e6
+
+
+def test_values_depend_on_seed_only():
+    manifest = standin.load_manifest("inception_v2")
+    a, b, c = (standin.standin_values(manifest, s) for s in (0, 0, 1))
+    assert list(a) == [v["name"] for v in manifest["variables"]]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+        assert a[name].dtype == np.dtype(manifest_dtype(manifest, name))
+    assert not np.array_equal(a["InceptionV2/Conv2d_2b_1x1/weights"],
+                              c["InceptionV2/Conv2d_2b_1x1/weights"])
+
+
+def manifest_dtype(manifest, name):
+    return next(v["dtype"] for v in manifest["variables"] if v["name"] == name)
+
+
+def test_pin_spec_text_preserves_everything_else():
+    text = ("name: x\n# comment\ncheckpoint:\n  url: http://h/x.tar.gz\n"
+            "  # size is not published\n  size: null\n  checksum: md5:abc\n"
+            "  member: m.ckpt\nsize: 3\nchecksum: top\n")
+    out = standin.pin_spec_text(text, 123, "sha256:" + "0" * 64)
+    assert out == text.replace("  size: null", "  size: 123").replace(
+        "  checksum: md5:abc", "  checksum: sha256:" + "0" * 64)
+
+
+def test_pin_spec_text_without_checkpoint_block():
+    with pytest.raises(BuildError, match="x.yaml: no checkpoint size/checksum"):
+        standin.pin_spec_text("name: x\nsize: 3\nchecksum: a\n", 1, "sha256:0", source="x.yaml")
+
+
+def test_unknown_architecture(tmp_path):
+    with pytest.raises(UsageError, match="inception_v3"):
+        standin.make_standin("inception_v3", tmp_path)
