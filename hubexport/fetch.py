@@ -1,0 +1,1003 @@
+"""Fetch, verify and extract TF-Slim checkpoint tarballs (pipeline stage 2).
+
+Entry point: :func:`fetch_checkpoint` (spec -> path of the extracted TF V1
+checkpoint file). Its parts :func:`fetch_tarball` and :func:`extract_member`,
+and the helpers :func:`default_cache_dir`, :func:`resolve_url` and
+:func:`tarball_path`, are public too, for ``hubexport fetch`` and for tests.
+
+Cache layout (root: :func:`default_cache_dir`)::
+
+    downloads/<filename>            verified tarball (appears only by rename)
+    downloads/<filename>.part       download in progress (resumed with Range)
+    downloads/<filename>.lock       serialises processes fetching the same file
+    checkpoints/<name>-<hex12>/     extracted member (appears only by rename)
+
+Downloads use requests with urllib3's ``Retry`` for connection errors, read
+timeouts and HTTP 500/502/503/504, plus a resume loop for connections that
+drop mid-body. Every byte is hashed as it arrives, so verification needs no
+second read. This module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import logging
+import lzma
+import os
+import posixpath
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+from urllib.parse import urljoin, urlsplit
+from urllib.request import url2pathname
+
+import filelock
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from tqdm import tqdm
+from urllib3.util.retry import Retry
+
+from hubexport import __version__
+from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError
+
+__all__ = [
+    "default_cache_dir",
+    "resolve_url",
+    "tarball_path",
+    "fetch_tarball",
+    "extract_member",
+    "fetch_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+# Network behaviour. Module constants so that tests (and callers) can tune
+# them; they are read at call time.
+CONNECT_TIMEOUT = 15.0  # seconds to establish a TCP/TLS connection
+READ_TIMEOUT = 60.0  # seconds without a byte from the server before giving up on a read
+RETRIES = 4  # retries after a failed attempt (so RETRIES + 1 attempts in all)
+BACKOFF = 0.5  # base delay in seconds; retry k waits about BACKOFF * 2**(k-1)
+BACKOFF_MAX = 30.0  # cap on one backoff delay, seconds
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+MAX_REDIRECTS = 10
+MAX_RESUMES = 20  # most interrupted responses resumed per download, progress or not
+CHUNK_BYTES = 1 << 20  # bytes per read/write
+LOCK_TIMEOUT = -1.0  # seconds to wait for another process's download; -1 = forever
+
+# Size bounds (bytes). A download whose size the spec does not pin stops at
+# MAX_UNKNOWN_DOWNLOAD_BYTES (the TF-Slim tarballs are < 300 MB). Extraction
+# refuses archives holding more than MEMBER_SIZE_FACTOR times the tarball's
+# pinned size (checkpoints barely compress: float32 weights), or more than
+# MAX_UNKNOWN_MEMBER_BYTES when the size is not pinned.
+MAX_UNKNOWN_DOWNLOAD_BYTES = 4 << 30
+MEMBER_SIZE_FACTOR = 4
+MAX_UNKNOWN_MEMBER_BYTES = 2 << 30
+
+CHECKSUM_ALGOS = ("md5", "sha256", "sha384", "sha512")
+MIRROR_HINT = "use --mirror URL_OR_DIR (or set HUBEXPORT_MIRROR) to fetch from a mirror"
+
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """Returns the cache root for downloads and extracted checkpoints.
+
+    Returns:
+        ``$HUBEXPORT_CACHE`` if set, else ``$XDG_CACHE_HOME/hubexport`` if
+        ``XDG_CACHE_HOME`` is an absolute path, else ``~/.cache/hubexport``
+        (the XDG Base Directory default). The directory is not created.
+    """
+    env = os.environ.get("HUBEXPORT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "hubexport"
+    return Path.home() / ".cache" / "hubexport"
+
+
+def resolve_url(url: str, mirror: str | os.PathLike | None = None) -> str:
+    """Returns the URL or local path to fetch ``url`` from.
+
+    Args:
+        url: The canonical URL from the spec.
+        mirror: Base of a mirror that holds the same file names: an
+            ``http(s)://`` URL, a ``file://`` URL or a plain local directory.
+            ``None`` means ``$HUBEXPORT_MIRROR`` (if set and non-empty).
+
+    Returns:
+        ``url`` itself without a mirror, else ``mirror.rstrip('/') + '/' +
+        filename`` where filename is the last path component of ``url``.
+
+    Raises:
+        FetchError: ``url`` has no file name to look up on a mirror.
+    """
+    if mirror is None:
+        mirror = os.environ.get("HUBEXPORT_MIRROR") or None
+    if mirror is None or os.fspath(mirror) == "":
+        return url
+    return os.fspath(mirror).rstrip("/") + "/" + _url_filename(url)
+
+
+def tarball_path(spec: Any, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Returns where :func:`fetch_tarball` keeps the spec's tarball (no I/O).
+
+    Args:
+        spec: A model spec (uses ``spec.checkpoint``).
+        cache_dir: Cache root; default :func:`default_cache_dir`.
+
+    Returns:
+        ``<cache_dir>/downloads/<filename>``; the file may not exist yet.
+
+    Raises:
+        SpecError: The spec's checksum or file name is unusable.
+    """
+    return _cache_root(cache_dir) / "downloads" / _Expected.from_checkpoint(spec).filename
+
+
+def fetch_tarball(spec: Any, cache_dir: str | os.PathLike | None = None,
+                  mirror: str | os.PathLike | None = None,
+                  progress: bool | None = None) -> Path:
+    """Downloads (or reuses) the spec's checkpoint tarball and verifies it.
+
+    A file already in the cache is re-verified (size, then checksum) before
+    use; a verified file is never downloaded again, and one that fails
+    verification is deleted (with a logged warning) and fetched anew. A new
+    download streams into ``<filename>.part`` while being hashed, resumes an
+    existing ``.part`` with an HTTP Range request, retries transient failures
+    with exponential backoff, and is renamed into place only once size and
+    checksum match. A ``filelock`` lock makes concurrent processes fetching
+    the same tarball perform a single download.
+
+    Args:
+        spec: A model spec; uses ``spec.checkpoint.url``, ``.size`` (bytes or
+            None), ``.checksum_algo`` (md5/sha256/sha384/sha512),
+            ``.checksum_hex`` and ``.filename``.
+        cache_dir: Cache root; default :func:`default_cache_dir`.
+        mirror: Mirror base (see :func:`resolve_url`); default
+            ``$HUBEXPORT_MIRROR``.
+        progress: Show a tqdm progress bar on stderr; ``None`` means only
+            when stderr is a terminal.
+
+    Returns:
+        Path of the verified tarball, ``<cache_dir>/downloads/<filename>``.
+
+    Raises:
+        FetchError: HTTP error (4xx at once, 5xx after retries), connection
+            failure or timeout after retries, refused redirect, missing
+            local file.
+        ChecksumError: The bytes' size or digest differ from the spec (the
+            bad file is deleted).
+        SpecError: The spec's checksum algorithm, digest or file name is
+            unusable.
+    """
+    ck = spec.checkpoint
+    expected = _Expected.from_checkpoint(spec)
+    downloads = _cache_root(cache_dir) / "downloads"
+    _mkdir(downloads)
+    final = downloads / expected.filename
+    part = downloads / (expected.filename + ".part")
+    source = resolve_url(ck.url, mirror)
+    show = _want_progress(progress)
+
+    lock = downloads / (expected.filename + ".lock")
+    with _locked(lock, what=f"download of {expected.filename}"):
+        if final.exists():
+            try:
+                _verify_existing(final, expected)
+            except ChecksumError as exc:
+                log.warning("cached %s failed verification (%s); deleting it and downloading again",
+                            final, exc)
+                _unlink(final)
+            else:
+                _unlink(part)
+                return final
+        local = _local_path(source)
+        if local is not None:
+            _copy_local(local, part, expected, show)
+        else:
+            _Download(source, part, expected, show).run()
+        os.replace(part, final)
+    return final
+
+
+def extract_member(tarball: str | os.PathLike, spec: Any,
+                   dest_dir: str | os.PathLike) -> Path:
+    """Safely extracts only the spec's checkpoint member from a tarball.
+
+    The member is extracted with tarfile's ``'data'`` filter into a temporary
+    directory inside ``dest_dir`` and renamed into place, so the file at the
+    returned path is either complete or absent. Before extracting, every
+    header of the archive is checked: the archive is refused if any member
+    has an absolute path or a ``..`` component, is a link, device, FIFO or
+    sparse file, or repeats a name, or if the members' total size exceeds the
+    bound (``MEMBER_SIZE_FACTOR`` x ``spec.checkpoint.size`` bytes, else
+    ``MAX_UNKNOWN_MEMBER_BYTES``) -- checked from the headers, before the data
+    is inflated. Nothing is written outside ``dest_dir``; the temporary
+    directory is removed on success and failure alike.
+
+    Args:
+        tarball: Path of a tar archive (plain, gzip, bz2 or xz).
+        spec: A model spec; uses ``spec.checkpoint.member`` (relative path
+            inside the archive) and ``spec.checkpoint.size`` (tarball bytes or
+            None).
+        dest_dir: Directory to extract into (created if missing).
+
+    Returns:
+        Path of the extracted file, ``dest_dir / member``.
+
+    Raises:
+        ArchiveError: The archive is not a tar, is empty, truncated or
+            damaged, is unsafe as above, or lacks the member.
+        SpecError: The member name is not a relative path.
+    """
+    tarball = Path(tarball)
+    dest = Path(dest_dir)
+    member = _spec_member(spec)
+    bound = _member_bound(spec)
+    target = dest / member
+    created = not dest.exists()
+    _mkdir(dest)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    except OSError as exc:
+        raise ArchiveError(f"cannot create a directory in {dest}: {exc.strerror or exc}") from None
+    try:
+        with _archive_errors(tarball, member):
+            with tarfile.open(tarball, mode="r:*", errorlevel=2) as tf:
+                info = _scan_archive(tf, tarball, member, bound)
+                tf.extract(info, path=tmp, set_attrs=True, filter="data")
+            extracted = tmp / member
+            if extracted.is_symlink() or not extracted.is_file() \
+                    or extracted.stat().st_size != info.size:
+                raise ArchiveError(f"{tarball}: extracting {member!r} did not produce a "
+                                   f"{info.size}-byte file; the archive may be damaged")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(extracted, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # only if still empty
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
+                     mirror: str | os.PathLike | None = None,
+                     progress: bool | None = None) -> Path:
+    """Returns the spec's extracted TF V1 checkpoint file, fetching it if needed.
+
+    First the tarball is fetched or re-verified (:func:`fetch_tarball`). The
+    checkpoint lives in ``<cache_dir>/checkpoints/<spec.name>-<first 12 hex
+    digits of the checksum>/<member>``; the member file appears there only by
+    an atomic rename, so if it exists the extraction is complete and is
+    reused. Otherwise the member is extracted (:func:`extract_member`) under
+    a lock.
+
+    Args:
+        spec: A model spec (``spec.name`` and ``spec.checkpoint``, see
+            :func:`fetch_tarball`).
+        cache_dir: Cache root; default :func:`default_cache_dir`.
+        mirror: Mirror base (see :func:`resolve_url`).
+        progress: Progress bar on stderr; ``None`` = only on a terminal.
+
+    Returns:
+        Path of the checkpoint file (for TF V1 checkpoints, the path to pass
+        to ``tf.compat.v1.train.NewCheckpointReader``).
+
+    Raises:
+        FetchError, ChecksumError: See :func:`fetch_tarball`.
+        ArchiveError: See :func:`extract_member`.
+        SpecError: Unusable spec name, checksum or member.
+    """
+    expected = _Expected.from_checkpoint(spec)
+    name = str(spec.name)
+    if not _safe_component(name):
+        raise SpecError(f"spec name {name!r} cannot be used as a directory name")
+    member = _spec_member(spec)
+    checkpoints = _cache_root(cache_dir) / "checkpoints"
+    dest = checkpoints / f"{name}-{expected.hexdigest[:12]}"
+    target = dest / member
+    tarball = fetch_tarball(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
+    if target.is_file():
+        return target
+    _mkdir(checkpoints)
+    with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
+        if target.is_file():
+            return target
+        return extract_member(tarball, spec, dest)
+
+
+# --------------------------------------------------------------------------
+# Expected bytes, hashing and verification
+# --------------------------------------------------------------------------
+
+
+class _Expected:
+    """What the spec pins for a tarball: file name, size and digest."""
+
+    def __init__(self, url: str, filename: str, size: int | None, algo: str, hexdigest: str):
+        self.url = url
+        self.filename = filename
+        self.size = size
+        self.algo = algo
+        self.hexdigest = hexdigest
+
+    @classmethod
+    def from_checkpoint(cls, spec: Any) -> "_Expected":
+        ck = spec.checkpoint
+        where = f"spec {getattr(spec, 'name', '?')}: checkpoint"
+        algo = str(ck.checksum_algo).lower()
+        if algo not in CHECKSUM_ALGOS:
+            raise SpecError(f"{where}.checksum: algorithm {algo!r} is not one of "
+                            f"{', '.join(CHECKSUM_ALGOS)}")
+        hexdigest = str(ck.checksum_hex).lower()
+        want_len = hashlib.new(algo).digest_size * 2
+        if len(hexdigest) != want_len or not re.fullmatch(r"[0-9a-f]+", hexdigest):
+            raise SpecError(f"{where}.checksum: {algo} digest must be {want_len} hex digits")
+        filename = str(getattr(ck, "filename", None) or _url_filename(ck.url))
+        if not _safe_component(filename):
+            raise SpecError(f"{where}.url: file name {filename!r} is not a plain file name")
+        size = ck.size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise SpecError(f"{where}.size: {size!r} is not a byte count")
+        return cls(str(ck.url), filename, size, algo, hexdigest)
+
+    @property
+    def limit(self) -> int:
+        """Most bytes a download may write."""
+        return self.size if self.size is not None else MAX_UNKNOWN_DOWNLOAD_BYTES
+
+    def check_size(self, got: int, source: str) -> None:
+        if self.size is not None and got != self.size:
+            raise ChecksumError(
+                f"size mismatch for {self.filename} from {source}: expected {self.size} bytes, "
+                f"got {got} bytes; the file was deleted; retry, or {MIRROR_HINT}")
+
+    def check_digest(self, got_hex: str, source: str) -> None:
+        if got_hex != self.hexdigest:
+            raise ChecksumError(
+                f"checksum mismatch for {self.filename} from {source}: expected "
+                f"{self.algo}:{self.hexdigest}, got {self.algo}:{got_hex}; the file was "
+                f"deleted; retry, or {MIRROR_HINT}")
+
+
+def _verify_existing(path: Path, expected: _Expected) -> None:
+    """Checks a file already on disk: size from stat, then a full hash."""
+    expected.check_size(path.stat().st_size, str(path))
+    hasher = hashlib.new(expected.algo)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                hasher.update(chunk)
+    except OSError as exc:
+        raise FetchError(f"cannot read cached {path}: {exc.strerror or exc}") from None
+    expected.check_digest(hasher.hexdigest(), str(path))
+
+
+class _Sink:
+    """Writes bytes to an open file while hashing them, never past a limit."""
+
+    def __init__(self, f: BinaryIO, path: Path, expected: _Expected, source: str):
+        self.f = f
+        self.path = path
+        self.expected = expected
+        self.source = source
+        self.hasher = hashlib.new(expected.algo)
+        self.count = 0
+        self.prefix = 0  # bytes taken over from an earlier .part and still in use
+
+    def restart(self) -> None:
+        """Truncates the file and forgets everything written."""
+        self.f.seek(0)
+        self.f.truncate()
+        self.hasher = hashlib.new(self.expected.algo)
+        self.count = 0
+        self.prefix = 0
+
+    def absorb_existing(self, n: int) -> None:
+        """Hashes the first ``n`` bytes already in the file (a resumed prefix)."""
+        self.f.seek(0)
+        left = n
+        while left:
+            chunk = self.f.read(min(CHUNK_BYTES, left))
+            if not chunk:
+                break
+            self.hasher.update(chunk)
+            left -= len(chunk)
+        self.count = self.prefix = n - left
+        self.f.seek(self.count)
+        self.f.truncate()
+
+    def write(self, chunk: bytes) -> None:
+        if self.count + len(chunk) > self.expected.limit:
+            if self.expected.size is not None:
+                raise ChecksumError(
+                    f"size mismatch for {self.expected.filename} from {self.source}: expected "
+                    f"{self.expected.size} bytes, got more; the file was deleted; retry, or "
+                    f"{MIRROR_HINT}")
+            raise FetchError(f"{self.source} sent more than {self.expected.limit} bytes; "
+                             f"pin checkpoint.size in the spec or {MIRROR_HINT}")
+        try:
+            self.f.write(chunk)
+        except OSError as exc:
+            raise FetchError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.hasher.update(chunk)
+        self.count += len(chunk)
+
+    def finish(self) -> None:
+        """Flushes to disk and checks size and digest."""
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        except OSError as exc:
+            raise FetchError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.expected.check_size(self.count, self.source)
+        self.expected.check_digest(self.hasher.hexdigest(), self.source)
+
+
+@contextlib.contextmanager
+def _part_file(part: Path, fresh: bool) -> Iterator[BinaryIO]:
+    """Opens ``part`` for read/write (created if missing, emptied if fresh).
+
+    Deletes the file if a ChecksumError escapes, since its bytes are bad.
+    """
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
+    except OSError as exc:
+        raise FetchError(f"cannot write {part}: {exc.strerror or exc}") from None
+    f = os.fdopen(fd, "r+b")
+    try:
+        yield f
+    except ChecksumError:
+        f.close()
+        _unlink(part)
+        raise
+    except BaseException:
+        empty = f.seek(0, os.SEEK_END) == 0
+        f.close()
+        if empty:
+            _unlink(part)  # nothing worth resuming
+        raise
+    finally:
+        f.close()
+
+
+# --------------------------------------------------------------------------
+# Local sources (file:// URLs and plain paths)
+# --------------------------------------------------------------------------
+
+
+def _local_path(source: str) -> Path | None:
+    """Returns the local path a source names, or None for an http(s) URL."""
+    scheme = urlsplit(source).scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if scheme == "file":
+        parts = urlsplit(source)
+        if parts.netloc not in ("", "localhost"):
+            raise FetchError(f"cannot fetch {source}: file:// URLs with a host are not supported")
+        return Path(url2pathname(parts.path))
+    if scheme == "" or (len(scheme) == 1 and sys.platform == "win32"):
+        return Path(source).expanduser()
+    raise FetchError(f"cannot fetch {source}: unsupported URL scheme {scheme!r} "
+                     f"(use http, https, file or a local path)")
+
+
+def _copy_local(src: Path, part: Path, expected: _Expected, show: bool) -> None:
+    """Copies a local file into ``part``, hashing while copying, then verifies."""
+    source = str(src)
+    if not src.is_file():
+        raise FetchError(f"{source} does not exist or is not a file; check the mirror "
+                         f"directory, or {MIRROR_HINT}")
+    with _part_file(part, fresh=True) as f, _progress_bar(show, expected) as bar:
+        sink = _Sink(f, part, expected, source)
+        try:
+            with open(src, "rb") as fin:
+                while chunk := fin.read(CHUNK_BYTES):
+                    sink.write(chunk)
+                    bar.update(len(chunk))
+        except OSError as exc:
+            raise FetchError(f"cannot read {source}: {exc.strerror or exc}") from None
+        sink.finish()
+
+
+# --------------------------------------------------------------------------
+# HTTP downloads
+# --------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A body-phase failure worth resuming after (dropped connection, short body)."""
+
+
+def _make_session() -> requests.Session:
+    retry = Retry(
+        total=RETRIES,
+        backoff_factor=BACKOFF,
+        backoff_max=BACKOFF_MAX,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+        raise_on_redirect=False,
+        respect_retry_after_header=False,  # keep the total wait bounded
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = f"hubexport/{__version__} (+requests {requests.__version__})"
+    session.headers["Accept-Encoding"] = "identity"  # hash the bytes as stored
+    return session
+
+
+def _check_redirect(from_url: str, to_url: str) -> None:
+    """Refuses redirects to non-HTTP schemes and https -> http downgrades.
+
+    Args:
+        from_url: The URL that answered with a redirect.
+        to_url: The absolute URL it redirects to.
+
+    Raises:
+        FetchError: The redirect would leave http(s) or drop TLS.
+    """
+    src = urlsplit(from_url).scheme.lower()
+    dst = urlsplit(to_url).scheme.lower()
+    if dst not in ("http", "https"):
+        raise FetchError(f"refusing redirect from {from_url} to {to_url}: only http(s) "
+                         f"redirects are followed; {MIRROR_HINT}")
+    if src == "https" and dst != "https":
+        raise FetchError(f"refusing redirect from {from_url} to insecure {to_url} "
+                         f"(https to http); {MIRROR_HINT}")
+
+
+def _oneline(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_request_error(exc: BaseException) -> str:
+    """A short reason for a failed request (requests wraps urllib3's MaxRetryError)."""
+    reason: BaseException = exc
+    if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError):
+        reason = exc.args[0].reason or exc.args[0]
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "cannot resolve the host name"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):  # before its base class
+        text = _oneline(reason)
+        return "connection failed: " + text.split("Failed to establish a new connection: ")[-1]
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) or \
+            isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {CONNECT_TIMEOUT} s"
+    if isinstance(reason, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or \
+            isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no response within {READ_TIMEOUT} s"
+    return _oneline(reason, 200)
+
+
+def _describe_body_error(exc: BaseException) -> str:
+    """A short reason for a response body that stopped early."""
+    if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError,
+                        requests.exceptions.Timeout)):
+        return f"no data for {READ_TIMEOUT} s"
+    if isinstance(exc, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError,
+                        ConnectionError)):
+        return "connection closed before the end of the body"
+    return _oneline(exc, 160)
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """Parses ``bytes FIRST-LAST/TOTAL``; returns None if absent or malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE_RE.match(value)
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)), total
+
+
+class _Download:
+    """One resumable, verified HTTP download of ``url`` into ``part``."""
+
+    def __init__(self, url: str, part: Path, expected: _Expected, show: bool):
+        self.url = url
+        self.part = part
+        self.expected = expected
+        self.show = show
+
+    def run(self) -> None:
+        expected = self.expected
+        restarted_after_mismatch = False
+        with _make_session() as session, _progress_bar(self.show, expected) as bar:
+            self.session, self.bar = session, bar
+            while True:
+                with _part_file(self.part, fresh=False) as f:
+                    self.sink = sink = _Sink(f, self.part, expected, self.url)
+                    existing = f.seek(0, os.SEEK_END)
+                    if expected.size is not None and existing > expected.size:
+                        existing = 0  # not a prefix of the right file
+                    if existing:
+                        log.info("resuming %s at byte %d", self.url, existing)
+                        sink.absorb_existing(existing)
+                    else:
+                        sink.restart()
+                    bar.reset(total=expected.size)
+                    bar.update(sink.count)
+                    self._download_loop()
+                    try:
+                        sink.finish()
+                        return
+                    except ChecksumError as exc:
+                        if sink.prefix and not restarted_after_mismatch:
+                            # The old .part prefix may have been bad: start over once.
+                            log.warning("%s; the resumed partial file was bad, downloading "
+                                        "again from byte 0", exc)
+                            sink.restart()
+                            restarted_after_mismatch = True
+                            continue
+                        raise
+
+    def _download_loop(self) -> None:
+        """Requests until the body is complete, resuming after transient failures."""
+        failures = 0
+        resumes = 0
+        high_water = self.sink.count
+        while True:
+            if self.expected.size is not None and self.sink.count == self.expected.size:
+                return
+            try:
+                self._attempt()
+                return
+            except _Transient as exc:
+                if self.sink.count > high_water:
+                    high_water = self.sink.count
+                    failures = 0  # progress was made: only count failures in a row
+                failures += 1
+                resumes += 1
+                if failures > RETRIES or resumes > MAX_RESUMES:
+                    how = (f"{failures} times in a row without progress" if failures > RETRIES
+                           else f"{resumes} times")
+                    raise FetchError(
+                        f"download of {self.url} was interrupted {how} ({exc}); "
+                        f"{self.part.name} is kept to resume next time; {MIRROR_HINT}") from None
+                delay = min(BACKOFF * 2 ** (failures - 1), BACKOFF_MAX)
+                log.warning("download of %s interrupted at byte %d (%s); retrying in %.2f s",
+                            self.url, self.sink.count, exc, delay)
+                time.sleep(delay)
+
+    def _request(self, offset: int) -> tuple[requests.Response, str]:
+        """GETs the URL (from ``offset``), following redirects by hand."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                resp = self.session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                        timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            except requests.exceptions.SSLError as exc:
+                raise FetchError(f"TLS error fetching {url}: {_oneline(exc)}; "
+                                 f"{MIRROR_HINT}") from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise FetchError(f"cannot download {url}: {_describe_request_error(exc)} "
+                                 f"({RETRIES + 1} attempts); check the network, or "
+                                 f"{MIRROR_HINT}") from None
+            if resp.status_code in _REDIRECT_CODES and resp.headers.get("Location"):
+                target = urljoin(url, resp.headers["Location"])
+                resp.close()
+                _check_redirect(url, target)
+                log.info("%s redirects to %s", url, target)
+                url = target
+                continue
+            return resp, url
+        raise FetchError(f"too many redirects (> {MAX_REDIRECTS}) fetching {self.url}; "
+                         f"{MIRROR_HINT}")
+
+    def _http_error(self, resp: requests.Response, url: str) -> FetchError:
+        code, reason = resp.status_code, (resp.reason or "").strip()
+        where = url if url == self.url else f"{url} (redirected from {self.url})"
+        if code in (404, 410):
+            return FetchError(f"HTTP {code} {reason} for {where}: the file is not there; "
+                              f"check the spec's URL, or {MIRROR_HINT}")
+        if code in (401, 403):
+            return FetchError(f"HTTP {code} {reason} for {where}: access denied; {MIRROR_HINT}")
+        if code in RETRY_STATUSES:
+            return FetchError(f"HTTP {code} {reason} for {where} (after {RETRIES + 1} attempts); "
+                              f"try again later, or {MIRROR_HINT}")
+        if code >= 500:
+            return FetchError(f"HTTP {code} {reason} for {where}; try again later, or "
+                              f"{MIRROR_HINT}")
+        return FetchError(f"HTTP {code} {reason} for {where}; {MIRROR_HINT}")
+
+    def _attempt(self) -> None:
+        """One request; raises _Transient if the body ended early."""
+        sink, bar = self.sink, self.bar
+        offset = sink.count
+        resp, url = self._request(offset)
+        with resp:
+            status = resp.status_code
+            if status == 416 and offset:
+                crange = _parse_416_total(resp.headers.get("Content-Range"))
+                if crange == offset:
+                    return  # the server says the file is exactly what we hold
+                sink.restart()
+                bar.reset(total=self.expected.size)
+                raise _Transient(f"server refused to resume at byte {offset} (HTTP 416); "
+                                 f"restarting from byte 0")
+            if status == 206:
+                crange = _parse_content_range(resp.headers.get("Content-Range"))
+                if crange is None or crange[0] != offset:
+                    sink.restart()
+                    bar.reset(total=self.expected.size)
+                    raise _Transient(f"server answered Range bytes={offset}- with Content-Range "
+                                     f"{resp.headers.get('Content-Range')!r}; restarting from "
+                                     f"byte 0")
+                total = crange[2]
+                if total is not None:
+                    sink.expected.check_size(total, url)
+            elif status == 200:
+                if offset:
+                    log.info("%s ignored the Range request; restarting from byte 0", url)
+                    sink.restart()
+                    bar.reset(total=self.expected.size)
+            else:
+                raise self._http_error(resp, url)
+
+            start = sink.count
+            clen = _content_length(resp)
+            if status == 200 and clen is not None:
+                # The server announces the whole file's length: fail before downloading.
+                self.expected.check_size(clen, url)
+            if self.expected.size is None and clen is not None and bar.total is None:
+                bar.reset(total=start + clen)
+                bar.update(start)
+            stream = resp.raw.stream(CHUNK_BYTES, decode_content=False)
+            while True:
+                try:
+                    chunk = next(stream)
+                except StopIteration:
+                    break
+                except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                    raise _Transient(_describe_body_error(exc)) from None
+                sink.write(chunk)
+                bar.update(len(chunk))
+            got = sink.count - start
+            if clen is not None and got != clen:
+                raise _Transient(f"received {got} of {clen} bytes announced by Content-Length")
+            # A complete response: a size mismatch now is final (checked in finish()).
+
+
+def _parse_416_total(value: str | None) -> int | None:
+    """Parses the ``bytes */TOTAL`` of a 416 reply; None if absent or malformed."""
+    m = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _content_length(resp: requests.Response) -> int | None:
+    value = resp.headers.get("Content-Length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+# --------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------
+
+
+def _spec_member(spec: Any) -> str:
+    """The member name, normalised; refuses names that could leave dest_dir."""
+    raw = str(spec.checkpoint.member)
+    norm = posixpath.normpath(raw) if raw else ""
+    if not raw or raw.startswith("/") or norm in (".", "") or ".." in norm.split("/") \
+            or "\\" in raw or "\0" in raw:
+        raise SpecError(f"spec {getattr(spec, 'name', '?')}: checkpoint.member: {raw!r} is not "
+                        f"a relative path inside the tarball")
+    return norm
+
+
+def _member_bound(spec: Any) -> int:
+    size = spec.checkpoint.size
+    return MEMBER_SIZE_FACTOR * size if size else MAX_UNKNOWN_MEMBER_BYTES
+
+
+@contextlib.contextmanager
+def _archive_errors(tarball: Path, member: str) -> Iterator[None]:
+    """Turns tarfile/decompressor failures into one-line ArchiveErrors."""
+    try:
+        yield
+    except ArchiveError:
+        raise
+    except FileNotFoundError:
+        raise ArchiveError(f"{tarball}: no such tarball") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        raise ArchiveError(f"{tarball}: truncated or damaged compressed data "
+                           f"({_oneline(exc, 120)}); delete it and fetch again") from None
+    except tarfile.ReadError as exc:
+        text = str(exc)
+        if "empty file" in text:
+            raise ArchiveError(f"{tarball}: empty file, not a tar archive") from None
+        if "could not be opened successfully" in text or "not a gzip file" in text \
+                or "bad checksum" in text or "invalid header" in text:
+            raise ArchiveError(f"{tarball}: not a tar archive (or a damaged one)") from None
+        raise ArchiveError(f"{tarball}: truncated or damaged archive ({_oneline(exc, 120)}); "
+                           f"delete it and fetch again") from None
+    except tarfile.FilterError as exc:
+        raise ArchiveError(f"{tarball}: refusing member {member!r}: {_oneline(exc, 160)}") from None
+    except tarfile.TarError as exc:
+        raise ArchiveError(f"{tarball}: cannot extract {member!r}: {_oneline(exc, 160)}") from None
+    except OSError as exc:
+        raise ArchiveError(f"{tarball}: cannot extract {member!r}: "
+                           f"{exc.strerror or _oneline(exc, 160)}") from None
+
+
+def _member_kind(info: tarfile.TarInfo) -> str | None:
+    """Returns why a member type is refused, or None if it is a file or directory."""
+    if info.issym():
+        return "a symbolic link"
+    if info.islnk():
+        return "a hard link"
+    if info.ischr() or info.isblk():
+        return "a device"
+    if info.isfifo():
+        return "a FIFO"
+    if info.issparse():
+        return "a sparse file"
+    if info.isreg() or info.isdir():
+        return None
+    return f"of unsupported type {info.type!r}"
+
+
+def _scan_archive(tf: tarfile.TarFile, tarball: Path, member: str, bound: int) -> tarfile.TarInfo:
+    """Reads every header once, refusing unsafe archives; returns the member's TarInfo.
+
+    Sizes are checked from the headers before the data behind them is read,
+    so a decompression bomb is refused after inflating at most ``bound`` bytes.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    found: tarfile.TarInfo | None = None
+    total = 0
+    while True:
+        info = tf.next()
+        if info is None:
+            break
+        name = info.name
+        parts = name.split("/")
+        if name.startswith("/") or "\0" in name:
+            raise ArchiveError(f"{tarball}: refusing unsafe member {name!r} (absolute path)")
+        if ".." in parts:
+            raise ArchiveError(f"{tarball}: refusing unsafe member {name!r} ('..' leaves the "
+                               f"destination)")
+        kind = _member_kind(info)
+        if kind is not None:
+            raise ArchiveError(f"{tarball}: refusing member {name!r}: it is {kind}")
+        norm = posixpath.normpath(name)
+        if norm in seen and not info.isdir():
+            raise ArchiveError(f"{tarball}: refusing archive: member name {norm!r} occurs twice")
+        seen.add(norm)
+        if info.isreg():
+            total += info.size
+            if total > bound:
+                raise ArchiveError(
+                    f"{tarball}: refusing member {name!r}: the archive unpacks to more than "
+                    f"{bound} bytes (possible decompression bomb)")
+            names.append(norm)
+        if norm == member:
+            if not info.isreg():
+                raise ArchiveError(f"{tarball}: member {member!r} is not a regular file")
+            found = info
+    _drain(tf)
+    if not seen:
+        raise ArchiveError(f"{tarball}: empty tar archive (no members); delete it and fetch again")
+    if found is None:
+        shown = ", ".join(repr(n) for n in names[:5]) or "only directories"
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise ArchiveError(f"{tarball}: no member {member!r}; the archive holds {shown}{more}; "
+                           f"check checkpoint.member in the spec")
+    return found
+
+
+def _drain(tf: tarfile.TarFile, limit: int = 16 << 20) -> None:
+    """Reads what follows the end-of-archive marker (at most ``limit`` bytes).
+
+    Reaching the end of a compressed stream makes gzip/bz2/xz check their
+    trailer, which detects a file truncated after the last member.
+    """
+    fileobj = tf.fileobj
+    left = limit
+    while left > 0:
+        chunk = fileobj.read(min(left, CHUNK_BYTES))
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
+# --------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------
+
+
+def _url_filename(url: str) -> str:
+    name = posixpath.basename(urlsplit(url).path)
+    if not name:
+        raise FetchError(f"{url} does not end in a file name")
+    return name
+
+
+def _safe_component(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FetchError(f"cannot create directory {path}: {exc.strerror or exc}; set "
+                         f"HUBEXPORT_CACHE to a writable directory") from None
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _want_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return bool(progress)
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, expected: _Expected) -> Iterator[tqdm]:
+    bar = tqdm(total=expected.size, desc=expected.filename, unit="B", unit_scale=True,
+               unit_divisor=1024, disable=not show, file=sys.stderr, dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path, what: str) -> Iterator[None]:
+    """Holds an exclusive inter-process lock, logging if it has to wait."""
+    lock = filelock.FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.info("waiting for another process's %s (%s)", what, lock_path)
+        try:
+            lock.acquire(timeout=LOCK_TIMEOUT)
+        except filelock.Timeout:
+            raise FetchError(f"timed out after {LOCK_TIMEOUT} s waiting for another process's "
+                             f"{what}; if none is running, delete {lock_path}") from None
+    except OSError as exc:
+        raise FetchError(f"cannot lock {lock_path}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        lock.release()

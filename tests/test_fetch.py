@@ -1,0 +1,620 @@
+"""Tests of hubexport.fetch against a real HTTP(S) server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import sys
+import tarfile
+import types
+from pathlib import Path
+
+import pytest
+
+from hubexport import fetch
+from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError
+from httpserver import Reply
+
+REPO = Path(__file__).resolve().parents[1]
+FILENAME = "toy_2016_08_28.tar.gz"
+MEMBER = "toy.ckpt"
+PATH = f"/models/{FILENAME}"
+PAYLOAD = random.Random(1234).randbytes(300 * 1024)  # incompressible stand-in checkpoint
+
+
+def make_tar(entries, compression: str = "gz") -> bytes:
+    """Builds a tar archive in memory.
+
+    Args:
+        entries: list of TarInfo (data taken from ``info._data``) or
+            (name, bytes) pairs for regular files.
+        compression: "gz", "bz2", "xz" or "" for a plain tar.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}" if compression else "w") as tf:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                data = getattr(entry, "_data", None)
+                tf.addfile(entry, io.BytesIO(data) if data is not None else None)
+            else:
+                name, data = entry
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _dir(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info
+
+
+TARBALL = make_tar([_dir("."), (f"./{MEMBER}", PAYLOAD)])
+
+
+def make_spec(data: bytes = TARBALL, url: str = f"http://127.0.0.1:9/models/{FILENAME}",
+              algo: str = "sha384", size: int | None | bool = True, member: str = MEMBER,
+              name: str = "toy", hexdigest: str | None = None):
+    """A stand-in for hubexport.specs.ModelSpec with the attributes fetch uses."""
+    checkpoint = types.SimpleNamespace(
+        url=url,
+        size=len(data) if size is True else size,
+        checksum_algo=algo,
+        checksum_hex=hexdigest or hashlib.new(algo, data).hexdigest(),
+        member=member,
+        filename=url.rsplit("/", 1)[-1],
+    )
+    return types.SimpleNamespace(name=name, checkpoint=checkpoint)
+
+
+@pytest.fixture(autouse=True)
+def fast_network(monkeypatch):
+    """Small timeouts and backoff so failure paths stay fast."""
+    monkeypatch.setattr(fetch, "BACKOFF", 0.01)
+    monkeypatch.setattr(fetch, "RETRIES", 3)
+    monkeypatch.setattr(fetch, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(fetch, "READ_TIMEOUT", 2.0)
+    monkeypatch.setattr(fetch, "CHUNK_BYTES", 16 * 1024)
+    for var in ("HUBEXPORT_MIRROR", "HUBEXPORT_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def served(http_server):
+    """The server holding TARBALL at PATH, and a spec pointing at it."""
+    http_server.add_file(PATH, TARBALL)
+    return http_server, make_spec(url=http_server.url(PATH))
+
+
+def downloads(cache: Path) -> list[str]:
+    d = cache / "downloads"
+    return sorted(p.name for p in d.iterdir() if not p.name.endswith(".lock")) if d.exists() else []
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ---------------------------------------------------------------------------
+# Cache directory and mirrors
+# ---------------------------------------------------------------------------
+
+
+def test_default_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fetch.default_cache_dir() == tmp_path / "home" / ".cache" / "hubexport"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fetch.default_cache_dir() == tmp_path / "xdg" / "hubexport"
+    monkeypatch.setenv("HUBEXPORT_CACHE", str(tmp_path / "hx"))
+    assert fetch.default_cache_dir() == tmp_path / "hx"
+
+
+def test_resolve_url(monkeypatch):
+    url = "http://download.tensorflow.org/models/inception_v2_2016_08_28.tar.gz"
+    assert fetch.resolve_url(url) == url
+    assert fetch.resolve_url(url, "https://m.example/models/") == \
+        "https://m.example/models/inception_v2_2016_08_28.tar.gz"
+    assert fetch.resolve_url(url, "/srv/mirror") == "/srv/mirror/inception_v2_2016_08_28.tar.gz"
+    monkeypatch.setenv("HUBEXPORT_MIRROR", "file:///srv/m/")
+    assert fetch.resolve_url(url) == "file:///srv/m/inception_v2_2016_08_28.tar.gz"
+    assert fetch.resolve_url(url, "http://other") == "http://other/inception_v2_2016_08_28.tar.gz"
+
+
+# ---------------------------------------------------------------------------
+# Downloads
+# ---------------------------------------------------------------------------
+
+
+def test_download_verifies_and_is_not_repeated(served, tmp_path):
+    server, spec = served
+    path = fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    assert path == tmp_path / "downloads" / FILENAME
+    assert path.read_bytes() == TARBALL
+    assert downloads(tmp_path) == [FILENAME]  # no .part left
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path) == path
+    assert len(server.requests_for(PATH)) == 1
+    assert server.requests_for(PATH)[0].headers.get("Accept-Encoding") == "identity"
+
+
+@pytest.mark.parametrize("algo,size", [("md5", None), ("sha256", True), ("sha512", None)])
+def test_download_other_algorithms_and_unknown_size(http_server, tmp_path, algo, size):
+    http_server.add_file(PATH, TARBALL)
+    spec = make_spec(url=http_server.url(PATH), algo=algo, size=size)
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+
+
+def test_altered_cached_file_is_detected_and_fetched_again(served, tmp_path, caplog):
+    server, spec = served
+    path = fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF  # same size, different bytes
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="hubexport.fetch"):
+        assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert "failed verification" in caplog.text and "checksum mismatch" in caplog.text
+    assert len(server.requests_for(PATH)) == 2
+
+
+def test_resume_after_dropped_connection_uses_range(served, tmp_path):
+    server, spec = served
+    server.script(PATH, Reply(drop_after=100_000))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    ranges = server.ranges(PATH)
+    assert len(ranges) == 2 and ranges[0] is None
+    m = re.fullmatch(r"bytes=(\d+)-", ranges[1])
+    assert m and 0 < int(m.group(1)) <= 100_000
+
+
+def test_resume_existing_part_file(served, tmp_path):
+    server, spec = served
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / (FILENAME + ".part")).write_bytes(TARBALL[:50_000])
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert server.ranges(PATH) == ["bytes=50000-"]
+
+
+def test_bad_part_prefix_is_downloaded_again_from_zero(served, tmp_path, caplog):
+    server, spec = served
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / (FILENAME + ".part")).write_bytes(b"\0" * 50_000)
+    with caplog.at_level(logging.WARNING, logger="hubexport.fetch"):
+        assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert server.ranges(PATH) == ["bytes=50000-", None]
+    assert "resumed partial file was bad" in caplog.text
+
+
+def test_persistent_drops_give_up_and_keep_part_for_next_run(served, tmp_path):
+    server, spec = served
+    server.script(PATH, Reply(drop_after=50_000), then=Reply(drop_after=0))
+    with pytest.raises(FetchError, match=r"interrupted 4 times in a row without progress.*--mir"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    part = tmp_path / "downloads" / (FILENAME + ".part")
+    assert 0 < part.stat().st_size <= 50_000
+    kept = part.stat().st_size
+    server.script(PATH)  # behave normally again
+    server.clear_requests()
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert server.ranges(PATH) == [f"bytes={kept}-"]
+    assert downloads(tmp_path) == [FILENAME]
+
+
+def test_persistent_stall_gives_up(served, tmp_path, monkeypatch):
+    server, spec = served
+    monkeypatch.setattr(fetch, "READ_TIMEOUT", 0.2)
+    monkeypatch.setattr(fetch, "RETRIES", 1)
+    server.script(PATH, then=Reply(stall=3))
+    with pytest.raises(FetchError, match=r"no response within 0.2 s \(2 attempts\)"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    assert len(server.requests_for(PATH)) == 2
+
+
+def test_server_ignoring_range_restarts_cleanly(served, tmp_path):
+    server, spec = served
+    server.script(PATH, Reply(drop_after=100_000), then=Reply(ignore_range=True))
+    path = fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    assert path.read_bytes() == TARBALL  # no appended garbage
+    ranges = server.ranges(PATH)
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and len(ranges) == 2
+
+
+def test_503_then_200_is_retried(served, tmp_path):
+    server, spec = served
+    server.script(PATH, Reply(status=503), Reply(status=502))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert len(server.requests_for(PATH)) == 3
+
+
+def test_persistent_503_gives_up(served, tmp_path):
+    server, spec = served
+    server.script(PATH, then=Reply(status=503))
+    with pytest.raises(FetchError, match=r"HTTP 503 .*after 4 attempts.*--mirror") as err:
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    assert "\n" not in str(err.value)
+    assert len(server.requests_for(PATH)) == fetch.RETRIES + 1
+    assert downloads(tmp_path) == []  # no empty .part left behind
+
+
+@pytest.mark.parametrize("status", [404, 403, 400])
+def test_client_errors_are_not_retried(http_server, tmp_path, status):
+    url = http_server.url(PATH)
+    http_server.add_file(PATH, TARBALL)
+    http_server.script(PATH, then=Reply(status=status))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch_tarball(make_spec(url=url), cache_dir=tmp_path)
+    message = str(err.value)
+    assert f"HTTP {status}" in message and url in message
+    assert "--mirror" in message and "HUBEXPORT_MIRROR" in message and "\n" not in message
+    assert len(http_server.requests_for(PATH)) == 1
+    assert not (tmp_path / "downloads" / FILENAME).exists()
+
+
+def test_connection_refused_is_a_fetch_error(tmp_path, http_server):
+    url = http_server.url(PATH)
+    http_server.stop()
+    with pytest.raises(FetchError, match="cannot download .*--mirror"):
+        fetch.fetch_tarball(make_spec(url=url), cache_dir=tmp_path)
+
+
+def test_stall_before_headers_times_out_and_is_retried(served, tmp_path, monkeypatch):
+    server, spec = served
+    monkeypatch.setattr(fetch, "READ_TIMEOUT", 0.3)
+    server.script(PATH, Reply(stall=1.5))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert len(server.requests_for(PATH)) == 2
+
+
+def test_stall_mid_body_times_out_and_resumes(served, tmp_path, monkeypatch):
+    server, spec = served
+    monkeypatch.setattr(fetch, "READ_TIMEOUT", 0.3)
+    server.script(PATH, Reply(stall=1.5, stall_at=60_000))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    ranges = server.ranges(PATH)
+    assert ranges[0] is None and re.fullmatch(r"bytes=[1-9]\d*-", ranges[1])
+
+
+def test_wrong_checksum_deletes_file_and_shows_both_digests(http_server, tmp_path):
+    http_server.add_file(PATH, TARBALL)
+    wrong = hashlib.sha384(b"something else").hexdigest()
+    spec = make_spec(url=http_server.url(PATH), hexdigest=wrong)
+    with pytest.raises(ChecksumError) as err:
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    actual = hashlib.sha384(TARBALL).hexdigest()
+    assert f"expected sha384:{wrong}, got sha384:{actual}" in str(err.value)
+    assert downloads(tmp_path) == []
+
+
+def test_size_mismatch_deletes_file(http_server, tmp_path):
+    http_server.add_file(PATH, TARBALL)
+    spec = make_spec(url=http_server.url(PATH), size=len(TARBALL) + 1)
+    n = len(TARBALL)
+    with pytest.raises(ChecksumError, match=rf"expected {n + 1} bytes, got {n} bytes"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+    assert downloads(tmp_path) == []
+
+
+def test_more_bytes_than_size_are_refused(http_server, tmp_path):
+    http_server.add_file(PATH, TARBALL + bytes(100 * 1024))
+    spec = make_spec(TARBALL, url=http_server.url(PATH))
+    # Content-Length announces too many bytes: refused before the body is read.
+    n = len(TARBALL)
+    with pytest.raises(ChecksumError, match=rf"expected {n} bytes, got {n + 102400} bytes"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path / "1")
+    # No Content-Length (body ends at close): writing stops at the pinned size.
+    http_server.script(PATH, Reply(content_length=-1))
+    with pytest.raises(ChecksumError, match=rf"expected {len(TARBALL)} bytes, got more"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path / "2")
+    assert downloads(tmp_path / "1") == [] and downloads(tmp_path / "2") == []
+
+
+def test_content_length_smaller_than_body_is_a_size_mismatch(http_server, tmp_path):
+    http_server.add_file(PATH, TARBALL)
+    http_server.script(PATH, Reply(content_length=len(TARBALL) - 10))
+    n = len(TARBALL)
+    with pytest.raises(ChecksumError, match=rf"expected {n} bytes, got {n - 10} bytes"):
+        fetch.fetch_tarball(make_spec(url=http_server.url(PATH)), cache_dir=tmp_path)
+    assert downloads(tmp_path) == []
+
+
+def test_body_shorter_than_content_length_is_resumed(http_server, tmp_path):
+    # Size not pinned: the short body is resumed; the server's 416 "bytes */N"
+    # then tells the download is complete, and the checksum confirms it.
+    http_server.add_file(PATH, TARBALL)
+    spec = make_spec(url=http_server.url(PATH), size=None)
+    http_server.script(PATH, Reply(content_length=len(TARBALL) + 5000))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+    assert http_server.ranges(PATH) == [None, f"bytes={len(TARBALL)}-"]
+
+
+def test_http_mirror(http_server, tmp_path, monkeypatch):
+    http_server.add_file(f"/mirror/{FILENAME}", TARBALL)
+    spec = make_spec(url=f"http://127.0.0.1:9/models/{FILENAME}")  # canonical host unreachable
+    path = fetch.fetch_tarball(spec, cache_dir=tmp_path, mirror=http_server.url("/mirror/"))
+    assert path.read_bytes() == TARBALL
+    monkeypatch.setenv("HUBEXPORT_MIRROR", http_server.url("/mirror"))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path / "env").read_bytes() == TARBALL
+    assert [r.path for r in http_server.requests] == [f"/mirror/{FILENAME}"] * 2
+
+
+@pytest.mark.parametrize("kind", ["file_url", "plain_path"])
+def test_local_mirror(tmp_path, kind):
+    mirror_dir = tmp_path / "mirror dir"
+    mirror_dir.mkdir()
+    (mirror_dir / FILENAME).write_bytes(TARBALL)
+    mirror = mirror_dir.as_uri() if kind == "file_url" else str(mirror_dir)
+    cache = tmp_path / "cache"
+    path = fetch.fetch_tarball(make_spec(), cache_dir=cache, mirror=mirror)
+    assert path.read_bytes() == TARBALL and downloads(cache) == [FILENAME]
+    (mirror_dir / FILENAME).write_bytes(TARBALL[:-1] + b"x")
+    with pytest.raises(ChecksumError, match="expected sha384:"):
+        fetch.fetch_tarball(make_spec(), cache_dir=tmp_path / "c2", mirror=mirror)
+    assert downloads(tmp_path / "c2") == []
+
+
+def test_local_mirror_missing_file(tmp_path):
+    with pytest.raises(FetchError, match=r"does not exist.*--mirror"):
+        fetch.fetch_tarball(make_spec(), cache_dir=tmp_path, mirror=str(tmp_path / "nowhere"))
+
+
+def test_redirect_is_followed(http_server, tmp_path):
+    http_server.add_file("/real/" + FILENAME, TARBALL)
+    http_server.script(PATH, then=Reply(redirect="/real/" + FILENAME))
+    spec = make_spec(url=http_server.url(PATH))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path).read_bytes() == TARBALL
+
+
+def test_https_download_and_refused_downgrade(https_server, http_server, tmp_path):
+    https_server.add_file(PATH, TARBALL)
+    spec = make_spec(url=https_server.url(PATH))
+    assert fetch.fetch_tarball(spec, cache_dir=tmp_path / "ok").read_bytes() == TARBALL
+    http_server.add_file(PATH, TARBALL)
+    https_server.script(PATH, then=Reply(redirect=http_server.url(PATH)))
+    with pytest.raises(FetchError, match=r"refusing redirect from https://.* to insecure http://"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path / "bad")
+    assert http_server.requests == []
+    assert downloads(tmp_path / "bad") == []
+
+
+def test_check_redirect_rules():
+    fetch._check_redirect("http://a/x", "https://b/x")
+    fetch._check_redirect("http://a/x", "http://b/x")
+    fetch._check_redirect("https://a/x", "https://b/x")
+    with pytest.raises(FetchError, match="insecure"):
+        fetch._check_redirect("https://a/x", "http://b/x")
+    with pytest.raises(FetchError, match="only http"):
+        fetch._check_redirect("http://a/x", "file:///etc/passwd")
+
+
+def test_progress_bar_only_when_asked(served, tmp_path, capsys):
+    _, spec = served
+    fetch.fetch_tarball(spec, cache_dir=tmp_path / "a", progress=None)  # stderr is not a TTY
+    assert capsys.readouterr().err == ""
+    fetch.fetch_tarball(spec, cache_dir=tmp_path / "b", progress=True)
+    assert FILENAME in capsys.readouterr().err
+
+
+def test_bad_spec_checksum_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="sha384 digest must be 96 hex digits"):
+        fetch.fetch_tarball(make_spec(hexdigest="abc"), cache_dir=tmp_path)
+    spec = make_spec()
+    spec.checkpoint.checksum_algo = "crc32"
+    with pytest.raises(SpecError, match="'crc32' is not one of md5, sha256, sha384, sha512"):
+        fetch.fetch_tarball(spec, cache_dir=tmp_path)
+
+
+_TWO_PROCESS_SCRIPT = """
+import json, sys, types
+from hubexport import fetch
+ck = types.SimpleNamespace(**json.loads(sys.argv[1]))
+spec = types.SimpleNamespace(name="toy", checkpoint=ck)
+print("ready", flush=True)
+sys.stdin.readline()
+print(fetch.fetch_tarball(spec, cache_dir=sys.argv[2], progress=False), flush=True)
+"""
+
+
+def test_two_processes_download_once(served, tmp_path):
+    server, spec = served
+    server.script(PATH, Reply(stall=1.0))  # the first download takes a while
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    args = [sys.executable, "-c", _TWO_PROCESS_SCRIPT, json.dumps(vars(spec.checkpoint)),
+            str(tmp_path)]
+    procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:  # start both fetches at the same moment
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.strip() == str(tmp_path / "downloads" / FILENAME)
+    assert len(server.requests_for(PATH)) == 1
+    assert (tmp_path / "downloads" / FILENAME).read_bytes() == TARBALL
+
+
+# ---------------------------------------------------------------------------
+# Extraction
+# ---------------------------------------------------------------------------
+
+
+def _write(tmp_path: Path, data: bytes, name: str = FILENAME) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("compression", ["gz", "bz2", "xz", ""])
+def test_extract_good_tarball(tmp_path, compression):
+    data = make_tar([tarfile.TarInfo("."), ("./README", b"hello"), (f"./{MEMBER}", PAYLOAD)],
+                    compression)
+    tarball = _write(tmp_path, data)
+    dest = tmp_path / "out"
+    path = fetch.extract_member(tarball, make_spec(data), dest)
+    assert path == dest / MEMBER and path.read_bytes() == PAYLOAD
+    assert sorted(os.listdir(dest)) == [MEMBER]  # only the member, no temp dir
+
+
+def _symlink(name, target):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def _hardlink(name, target):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE
+    info.linkname = target
+    return info
+
+
+def _fifo(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.FIFOTYPE
+    return info
+
+
+def _device(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.CHRTYPE
+    info.devmajor, info.devminor = 1, 3
+    return info
+
+
+BAD_ARCHIVES = {
+    "tar_slip": (lambda t: make_tar([("../evil", b"x"), (MEMBER, PAYLOAD)]),
+                 r"'\.\./evil'.*leaves"),
+    "tar_slip_member": (lambda t: make_tar([(f"sub/../../{MEMBER}", PAYLOAD)]), r"leaves"),
+    "absolute": (lambda t: make_tar([(MEMBER, PAYLOAD), (f"{t}/abs_evil", b"x")]),
+                 r"absolute path"),
+    "symlink": (lambda t: make_tar([_symlink(MEMBER, "/etc/passwd")]), r"symbolic link"),
+    "symlink_dir": (lambda t: make_tar([_symlink("d", str(t)), ("d/evil", b"x"),
+                                        (MEMBER, PAYLOAD)]), r"symbolic link"),
+    "hardlink": (lambda t: make_tar([(MEMBER, PAYLOAD), _hardlink("x", "/etc/passwd")]),
+                 r"hard link"),
+    "fifo": (lambda t: make_tar([(MEMBER, PAYLOAD), _fifo("pipe")]), r"FIFO"),
+    "device": (lambda t: make_tar([(MEMBER, PAYLOAD), _device("null")]), r"device"),
+    "duplicate": (lambda t: make_tar([(MEMBER, PAYLOAD), (f"./{MEMBER}", b"evil")]),
+                  r"occurs twice"),
+    "missing": (lambda t: make_tar([("a.ckpt", b"1"), ("b.txt", b"2")]),
+                r"no member 'toy.ckpt'; the archive holds 'a.ckpt', 'b.txt'"),
+    "not_a_tar": (lambda t: b"<html>404 Not Found</html>\n" * 100, r"not a tar archive"),
+    "empty_file": (lambda t: b"", r"empty file"),
+    "empty_tar": (lambda t: make_tar([]), r"empty tar archive"),
+    "truncated_gzip": (lambda t: make_tar([(MEMBER, PAYLOAD)])[: len(TARBALL) // 2],
+                       r"truncated or damaged"),
+    "truncated_trailer": (lambda t: make_tar([(MEMBER, PAYLOAD)])[:-4], r"truncated or damaged"),
+    "bomb": (lambda t: make_tar([(MEMBER, bytes(8 << 20))]), r"decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARCHIVES))
+def test_extract_refuses_bad_archives(tmp_path, case):
+    build, pattern = BAD_ARCHIVES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    data = build(work)
+    tarball = _write(work, data)
+    before = snapshot(tmp_path)
+    dest = work / "out"
+    with pytest.raises(ArchiveError, match=pattern) as err:
+        fetch.extract_member(tarball, make_spec(data), dest)
+    message = str(err.value)
+    assert str(tarball) in message and "\n" not in message
+    assert snapshot(tmp_path) == before  # nothing written anywhere, no temp dir left
+
+
+@pytest.mark.parametrize("first_ok", [False, True])
+def test_bomb_refused_from_header_without_inflating(tmp_path, first_ok):
+    # A header claiming 100 GiB followed by only 1 MiB of data: had the data
+    # been read, the error would be "truncated"; the header alone must refuse it.
+    info = tarfile.TarInfo("big" if first_ok else MEMBER)
+    info.size = 100 << 30
+    raw = info.tobuf(format=tarfile.PAX_FORMAT) + bytes(1 << 20)
+    if first_ok:
+        raw = make_tar([(MEMBER, b"x" * 1000)], "")[:1536] + raw
+    data = gzip.compress(raw)
+    tarball = _write(tmp_path, data)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        fetch.extract_member(tarball, make_spec(data, size=None), dest)
+    assert os.listdir(dest) == []  # existing dest kept, emptied of temp dirs
+
+
+def test_extract_refuses_unsafe_spec_member(tmp_path):
+    tarball = _write(tmp_path, TARBALL)
+    for member in ("../x.ckpt", "/etc/x.ckpt", ""):
+        with pytest.raises(SpecError, match="checkpoint.member"):
+            fetch.extract_member(tarball, make_spec(member=member), tmp_path / "out")
+
+
+def test_extract_replaces_into_existing_dest(tmp_path):
+    tarball = _write(tmp_path, TARBALL)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / MEMBER).write_bytes(b"stale")
+    (dest / "other").write_bytes(b"keep")
+    assert fetch.extract_member(tarball, make_spec(), dest).read_bytes() == PAYLOAD
+    assert sorted(os.listdir(dest)) == ["other", MEMBER]
+
+
+# ---------------------------------------------------------------------------
+# The stage's entry point
+# ---------------------------------------------------------------------------
+
+
+def test_fetch_checkpoint_end_to_end(served, tmp_path):
+    server, spec = served
+    path = fetch.fetch_checkpoint(spec, cache_dir=tmp_path, progress=False)
+    digest12 = spec.checkpoint.checksum_hex[:12]
+    assert path == tmp_path / "checkpoints" / f"toy-{digest12}" / MEMBER
+    assert path.read_bytes() == PAYLOAD
+    assert [p.name for p in path.parent.iterdir()] == [MEMBER]
+    assert fetch.tarball_path(spec, tmp_path) == tmp_path / "downloads" / FILENAME
+    # The tarball is re-verified, and a complete extraction is reused.
+    inode = path.stat().st_ino
+    assert fetch.fetch_checkpoint(spec, cache_dir=tmp_path) == path
+    assert path.stat().st_ino == inode
+    assert len(server.requests_for(PATH)) == 1
+    # An incomplete extraction (member missing) is redone.
+    path.unlink()
+    assert fetch.fetch_checkpoint(spec, cache_dir=tmp_path).read_bytes() == PAYLOAD
+    assert len(server.requests_for(PATH)) == 1
+
+
+def test_fetch_checkpoint_uses_env_cache_and_mirror(http_server, tmp_path, monkeypatch):
+    http_server.add_file(f"/m/{FILENAME}", TARBALL)
+    monkeypatch.setenv("HUBEXPORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HUBEXPORT_MIRROR", http_server.url("/m"))
+    path = fetch.fetch_checkpoint(make_spec())
+    assert path.is_relative_to(tmp_path / "cache" / "checkpoints")
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_fetch_checkpoint_bad_tarball_leaves_no_extraction(http_server, tmp_path):
+    data = make_tar([("../evil", b"x"), (MEMBER, PAYLOAD)])
+    http_server.add_file(PATH, data)
+    spec = make_spec(data, url=http_server.url(PATH))
+    with pytest.raises(ArchiveError, match="evil"):
+        fetch.fetch_checkpoint(spec, cache_dir=tmp_path)
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "checkpoints" / "evil").exists()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == \
+        [f"toy-{spec.checkpoint.checksum_hex[:12]}.lock"]
