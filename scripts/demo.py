@@ -62,22 +62,15 @@ def check(module_dir, card, cache):
     import tensorflow_hub as hub
 
     from hubexport.checkpoint import Checkpoint
-    from hubexport.nets import build_net
-    from hubexport.nets.layers import NetContext
+    from hubexport.nets import checkpoint_function, variable_requests
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (4, 224, 224, 3)).astype(np.float32)
     ckpt_path = next(cache.glob("checkpoints/inception_v2-*/inception_v2.ckpt"))
     ckpt = Checkpoint(ckpt_path)
-    variables = {}
-
-    def factory(request):
-        if request.name not in variables:
-            value = ckpt.values([request.name])[request.name]
-            variables[request.name] = tf.Variable(value, name=request.name)
-        return variables[request.name]
-
-    direct, _, _ = build_net("inception_v2", NetContext(factory), tf.constant(images))
+    values = ckpt.values(r.name for r in variable_requests("inception_v2"))
+    # The net run directly on the restored checkpoint, as a graph function.
+    direct, _ = checkpoint_function("inception_v2", values)(tf.constant(images))
 
     module = hub.load(str(module_dir))
     logits = module.signatures["image_classification"](images=tf.constant(images))["default"]

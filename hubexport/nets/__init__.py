@@ -94,3 +94,46 @@ def variable_requests(architecture, num_classes=1001):
         images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
         build_net(architecture, NetContext(factory), images, num_classes=num_classes)
     return requests
+
+
+def checkpoint_function(architecture, values, num_classes=1001):
+    """The net run directly on checkpoint values, as one TF2 graph function.
+
+    This is the reference a built module must reproduce: the same net
+    definition, variables made from ``values``, inference mode.
+
+    Args:
+      architecture: "inception_v2" or "inception_resnet_v2".
+      values: dict variable name -> numpy float32 array (e.g. from
+        :meth:`hubexport.checkpoint.Checkpoint.values`); extra names ignored.
+      num_classes: 1001, or None for features only.
+
+    Returns:
+      A ``tf.function`` mapping float32 images [batch, height, width, 3] in
+      [0, 1] to ``(logits [batch, num_classes] or None, features
+      [batch, FEATURE_SIZE])``.
+
+    Raises:
+      KeyError: ``values`` lacks a variable the net needs.
+    """
+    import tensorflow as tf
+
+    from hubexport.nets.layers import NetContext
+
+    variables = {}
+
+    def factory(request):
+        if request.name not in variables:
+            variables[request.name] = tf.Variable(values[request.name], name=request.name,
+                                                  trainable=request.trainable)
+        return variables[request.name]
+
+    ctx = NetContext(factory)
+
+    @tf.function(autograph=False)
+    def run(images):
+        logits, features, _ = build_net(architecture, ctx, images, num_classes=num_classes)
+        return logits, features
+
+    run.variables_by_name = variables
+    return run
