@@ -47,3 +47,138 @@ def https_server(monkeypatch):
         yield server
     finally:
         server.stop()
+
+
+# --- The built module family (session fixtures) -----------------------------
+#
+#   standins  stand-in tarballs of both architectures + a spec directory
+#             pinned to them (hubexport.standin, from the checked-in
+#             manifests); cached under build/test-standins/<key>/ across
+#             sessions, keyed by the manifests and the generator's source.
+#   mirror    a loopback HTTP server serving the stand-in tarballs.
+#   family    every module of the specs (versions 1, 3, 4, 5; both kinds;
+#             both architectures) built once per session by `hubexport build
+#             --all` from that mirror; see the Family class.
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
+
+
+def _standin_key():
+    h = hashlib.sha256()
+    for path in sorted((REPO / "hubexport" / "data").glob("*_manifest.json")) + [
+            REPO / "hubexport" / "standin.py"] + sorted((REPO / "specs").glob("*.yaml")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def standins():
+    """Path of a directory with both stand-in tarballs and ``specs/``."""
+    root = REPO / "build" / "test-standins"
+    done = root / _standin_key()
+    if not (done / "specs" / "inception_resnet_v2.yaml").exists():
+        from hubexport.standin import make_standin
+
+        work = root / (".work-%d" % os.getpid())
+        shutil.rmtree(work, ignore_errors=True)
+        for arch in ARCHITECTURES:
+            make_standin(arch, work, seed=0)
+        shutil.rmtree(done, ignore_errors=True)
+        os.replace(work, done)
+    return done
+
+
+@pytest.fixture(scope="session")
+def mirror(standins):
+    """A loopback HTTP server serving the stand-in tarballs for the session."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        os.environ.pop(var, None)
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    server = HTTPTestServer(directory=str(standins)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Family:
+    """The modules built for the session.
+
+    Attributes:
+      output: the build output directory (Path).
+      specs_dir: the stand-in spec directory used for the build.
+      cache_dir: the download cache used for the build.
+      results: the parsed ``hubexport build --json`` output.
+    """
+
+    def __init__(self, output, specs_dir, cache_dir, results):
+        self.output, self.specs_dir, self.cache_dir, self.results = (
+            output, specs_dir, cache_dir, results)
+
+    def module(self, arch, kind, version):
+        """Path of module ``google/imagenet/<arch>/<kind>/<version>``."""
+        return self.output / "google" / "imagenet" / arch / kind / str(version)
+
+    def card(self, arch, kind, version):
+        """Path of that module's card."""
+        return self.output / "google" / "imagenet" / arch / kind / ("%d.md" % version)
+
+    def checkpoint(self, arch):
+        """Path of the extracted stand-in checkpoint of ``arch``."""
+        (path,) = self.cache_dir.glob("checkpoints/%s-*/*.ckpt" % arch)
+        return path
+
+    def values(self, arch):
+        """The checkpoint's values of every variable the net needs (cached)."""
+        if arch not in _VALUES:
+            from hubexport.checkpoint import Checkpoint
+            from hubexport.nets import variable_requests
+
+            _VALUES[arch] = Checkpoint(self.checkpoint(arch)).values(
+                r.name for r in variable_requests(arch))
+        return _VALUES[arch]
+
+
+_VALUES = {}
+
+
+def _code_key():
+    """Hash of hubexport's code, templates and the stand-ins: what a build depends on."""
+    h = hashlib.sha256(_standin_key().encode())
+    for path in sorted((REPO / "hubexport").rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".j2", ".json") and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def family(standins, mirror):
+    """Every module of the family, built by the real CLI from the loopback mirror.
+
+    The output lives in build/test-family/<key>/, keyed by the hash of
+    hubexport's code and the stand-ins, so a session after a code change
+    builds afresh and one without a change reuses the modules (the CLI
+    skips up-to-date modules; it still fetches and verifies over HTTP).
+    Directories of other keys are removed.
+    """
+    parent = REPO / "build" / "test-family"
+    key = _code_key()
+    if parent.is_dir():
+        for old in parent.iterdir():
+            if old.name != key:
+                shutil.rmtree(old, ignore_errors=True)
+    root = parent / key
+    output, cache = root / "modules", root / "cache"
+    cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json",
+           "--specs", str(standins / "specs"), "--mirror", mirror.base_url,
+           "--cache-dir", str(cache), "--output", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Family(output, standins / "specs", cache, json.loads(proc.stdout))

@@ -59,7 +59,18 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
     import tensorflow as tf
 
     size = image_size if input_size == "fixed" else None
-    images = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="images")
+    placeholder = tf.compat.v1.placeholder(tf.float32, [None, size, size, 3], name="images")
+    images = placeholder
+    if size is not None:
+        # hub.Module checks the static shape; clients that feed the graph
+        # directly (hub.load) get this run-time check instead.
+        with tf.name_scope("check_fixed_size"):
+            check = tf.debugging.assert_equal(
+                tf.shape(images)[1:3], tf.constant([size, size]),
+                message="this module takes only %dx%d pixel images (height x width); "
+                        "use version 3 for other sizes" % (size, size))
+            with tf.control_dependencies([check]):
+                images = tf.identity(images, name="images_checked")
     with_bn = any(name.endswith(_BN_SUFFIX) for name in signatures)
     if with_bn:
         momentum = tf.compat.v1.placeholder_with_default(
@@ -90,7 +101,7 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
         if outputs is None:
             raise BuildError("signature %r cannot be defined for a %s module"
                              % (name, "classification" if num_classes else "feature_vector"))
-        inputs = {"images": images}
+        inputs = {"images": placeholder}
         if name.endswith(_BN_SUFFIX):
             inputs["batch_norm_momentum"] = momentum
         result[name] = (inputs, outputs)
