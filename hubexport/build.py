@@ -146,7 +146,9 @@ def _build_spec(spec, targets, output, cache_dir, mirror, progress):
     from hubexport import fetch
     from hubexport.checkpoint import Checkpoint
     from hubexport.nets import get_net, variable_requests
+    from hubexport.tfimport import import_tensorflow
 
+    import_tensorflow()
     ckpt_path = fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
     ckpt = Checkpoint(ckpt_path)
     requests = variable_requests(spec.architecture, spec.num_classes)

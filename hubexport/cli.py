@@ -162,7 +162,6 @@ def build(names, all_, version, kind, output, force, specs_dir, mirror, cache_di
       hubexport build inception_resnet_v2 --version 1 --kind feature_vector
       hubexport build --all --output modules
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hubexport.build import build as build_stage
 
     specs = _load_specs(specs_dir, names, all_)
@@ -182,8 +181,10 @@ def build(names, all_, version, kind, output, force, specs_dir, mirror, cache_di
 @click.option("--seed", type=int, default=0, show_default=True)
 def make_standin(architecture, out_dir, seed):
     """Write a stand-in checkpoint tarball and a matching spec directory (tests, demo)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from hubexport.standin import make_standin as make
+    from hubexport.tfimport import import_tensorflow
+
+    import_tensorflow()
 
     result = make(architecture, out_dir, seed=seed)
     click.echo("tarball:  %s\nsize:     %d\nchecksum: %s\nspecs:    %s"
