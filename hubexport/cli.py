@@ -7,7 +7,6 @@ TensorFlow is imported only by the commands that build or load modules.
 
 import json
 import logging
-import os
 import sys
 
 import click

@@ -109,7 +109,7 @@ def test_v3_takes_other_sizes_v1_refuses_them(family, arch, kind):
     import tensorflow_hub as hub
 
     v3 = hub.load(str(family.module(arch, kind, 3)))
-    for height, width in ((299, 299), (331, 257)):
+    for height, width in ((299, 299), (331, 257), (160, 160)):
         out = v3.signatures["default"](images=_images(height, width, batch=1))["default"]
         assert out.shape == (1, 1001 if kind == "classification" else FEATURES[arch])
     v1 = hub.load(str(family.module(arch, kind, 1)))
