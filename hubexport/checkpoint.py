@@ -83,8 +83,12 @@ class Checkpoint:
             try:
                 out[name] = np.asarray(self._reader.get_tensor(name))
             except (tf.errors.OpError, ValueError) as e:
-                raise CheckpointError("%s: cannot read variable %s (%s)"
-                                      % (self.path, name, _first_line(e))) from None
+                # A name the checkpoint lists but cannot read means damaged
+                # bytes (TF reports a failed block checksum as "not found").
+                damaged = ("; the file is damaged: delete it from the cache and fetch again"
+                           if name in self.shapes else "")
+                raise CheckpointError("%s: cannot read variable %s (%s)%s"
+                                      % (self.path, name, _first_line(e), damaged)) from None
         return out
 
 
