@@ -88,18 +88,54 @@ def is_up_to_date(output, target):
 
 
 def _clean_leftovers(parent, version):
-    """Removes temporary directories of interrupted builds of one target."""
+    """Removes temporary files and directories of interrupted builds of one target.
+
+    These are the module's ``.V.tmp-PID`` / ``.V.old-PID`` directories and the
+    card's and stamp's ``_write_atomic`` files (``.V.md.tmp-PID``,
+    ``..V.stamp.tmp-PID``).
+    """
     if not parent.is_dir():
         return
+    prefixes = tuple(p % version for p in (".%s.tmp-", ".%s.old-", ".%s.md.tmp-",
+                                           "..%s.stamp.tmp-"))
     for entry in parent.iterdir():
-        if entry.name.startswith(".%s.tmp-" % version) or entry.name.startswith(".%s.old-" % version):
+        if entry.name.startswith(prefixes):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
 
 
 def _write_atomic(path, text):
+    """Writes ``path`` by rename; raises BuildError (leaving no temp file) if it cannot."""
     tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp.exists():
+            tmp.unlink()
+        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
+                         % (path, e.strerror or e, path.parent)) from None
+
+
+def _tf_write_error(error):
+    """The reason of a TensorFlow error raised while writing, or None if it is another error.
+
+    TF reports file system failures as ``tf.errors.OpError`` whose message
+    holds ``<path>; <reason>`` (e.g. "File too large") after lines such as
+    "Graph execution error:"; returns that reason (one line).
+    """
+    import re
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(error, tf.errors.OpError):
+        return None
+    lines = [l.strip() for l in str(getattr(error, "message", error)).splitlines() if l.strip()]
+    for line in lines:
+        m = re.search(r"/\S*; ([^;]+)$", line)
+        if m:
+            return m.group(1)
+    useful = [l for l in lines if not l.startswith(("Graph execution error", "Detected at"))]
+    return (useful or lines or [type(error).__name__])[0][:200]
 
 
 def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None,
@@ -190,6 +226,12 @@ def _write_target(spec, target, values, output, min_size):
     except OSError as e:
         raise BuildError("cannot write %s: %s; check free space and permissions of %s"
                          % (module_dir, e.strerror or e, parent)) from None
+    except Exception as e:  # TensorFlow's I/O errors are not OSErrors
+        reason = _tf_write_error(e)
+        if reason is None:
+            raise
+        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
+                         % (module_dir, reason, parent)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ second read. This module never imports TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import logging
@@ -322,6 +323,8 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
     with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
         if target.is_file():
             return target
+        for stale in dest.glob(".extract-*"):  # left by an extraction that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         return extract_member(tarball, spec, dest)
 
 
@@ -438,7 +441,7 @@ class _Sink:
         try:
             self.f.write(chunk)
         except OSError as exc:
-            raise FetchError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise _PartWriteError.of(self.path, exc) from None
         self.hasher.update(chunk)
         self.count += len(chunk)
 
@@ -448,16 +451,33 @@ class _Sink:
             self.f.flush()
             os.fsync(self.f.fileno())
         except OSError as exc:
-            raise FetchError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise _PartWriteError.of(self.path, exc) from None
         self.expected.check_size(self.count, self.source)
         self.expected.check_digest(self.hasher.hexdigest(), self.source)
+
+
+class _PartWriteError(FetchError):
+    """Writing the partial download failed (disk full, file too large, I/O error).
+
+    The ``.part`` file is deleted: on a full disk keeping it would keep the
+    disk full, and its last chunk may be incomplete.
+    """
+
+    @classmethod
+    def of(cls, part: Path, exc: OSError) -> "_PartWriteError":
+        hint = ("free some space there, or use --cache-dir / HUBEXPORT_CACHE on another disk"
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+                else "check the cache directory")
+        return cls(f"cannot write {part}: {exc.strerror or exc}; the partial download was "
+                   f"deleted; {hint}, then retry")
 
 
 @contextlib.contextmanager
 def _part_file(part: Path, fresh: bool) -> Iterator[BinaryIO]:
     """Opens ``part`` for read/write (created if missing, emptied if fresh).
 
-    Deletes the file if a ChecksumError escapes, since its bytes are bad.
+    Deletes the file if a ChecksumError escapes, since its bytes are bad, or
+    a _PartWriteError, since the disk cannot hold it.
     """
     try:
         fd = os.open(part, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
@@ -466,7 +486,7 @@ def _part_file(part: Path, fresh: bool) -> Iterator[BinaryIO]:
     f = os.fdopen(fd, "r+b")
     try:
         yield f
-    except ChecksumError:
+    except (ChecksumError, _PartWriteError):
         f.close()
         _unlink(part)
         raise
@@ -843,8 +863,10 @@ def _archive_errors(tarball: Path, member: str) -> Iterator[None]:
     except tarfile.TarError as exc:
         raise ArchiveError(f"{tarball}: cannot extract {member!r}: {_oneline(exc, 160)}") from None
     except OSError as exc:
+        hint = ("; free some space in the cache, or use --cache-dir / HUBEXPORT_CACHE on "
+                "another disk" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "")
         raise ArchiveError(f"{tarball}: cannot extract {member!r}: "
-                           f"{exc.strerror or _oneline(exc, 160)}") from None
+                           f"{exc.strerror or _oneline(exc, 160)}{hint}") from None
 
 
 def _member_kind(info: tarfile.TarInfo) -> str | None:

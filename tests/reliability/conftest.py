@@ -105,3 +105,22 @@ def pytest_sessionfinish(session, exitstatus):
     tmp.write_text(json.dumps(results, indent=1, default=str))
     tmp.replace(RESULTS)
     _load_report_module().write_report(RESULTS)
+
+
+@pytest.fixture(scope="session")
+def v3_module(tmp_path_factory, standins):
+    """inception_v2 classification v3 built once by the CLI from the stand-in.
+
+    Returns:
+      dict: ``out`` (output dir), ``cache`` (its cache), ``module`` (module dir),
+      ``reference`` (:class:`reliability_support.ModuleReference`), ``seconds``.
+    """
+    root = tmp_path_factory.mktemp("v3-module")
+    out, cache = root / "out", root / "cache"
+    result = rs.run_cli(["build", "inception_v2", "--version", "3", "--kind", "classification",
+                         "--specs", standins / "specs", "--mirror", standins,
+                         "--cache-dir", cache, "--output", out], timeout=900)
+    result.check_ok()
+    module = out / rs.HANDLE_DIR / "3"
+    return {"out": out, "cache": cache, "module": module, "seconds": result.seconds,
+            "reference": rs.reference_of(module)}
