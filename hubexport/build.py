@@ -167,6 +167,9 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
     results = []
     with filelock.FileLock(str(output / ".hubexport.lock")):
         for spec, targets in plan:
+            for t in targets:  # debris of killed builds, also of targets now up to date
+                module_dir = target_paths(output, t)[0]
+                _clean_leftovers(module_dir.parent, module_dir.name)
             todo = [t for t in targets if force or not is_up_to_date(output, t)]
             for t in targets:
                 if t not in todo:

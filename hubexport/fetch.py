@@ -289,8 +289,9 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
     checkpoint lives in ``<cache_dir>/checkpoints/<spec.name>-<first 12 hex
     digits of the checksum>/<member>``; the member file appears there only by
     an atomic rename, so if it exists the extraction is complete and is
-    reused. Otherwise the member is extracted (:func:`extract_member`) under
-    a lock.
+    reused. Otherwise the member is extracted (:func:`extract_member`). Both
+    happen under a lock, which also removes the temporary directories of
+    extractions that were killed.
 
     Args:
         spec: A model spec (``spec.name`` and ``spec.checkpoint``, see
@@ -317,14 +318,12 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
     dest = checkpoints / f"{name}-{expected.hexdigest[:12]}"
     target = dest / member
     tarball = fetch_tarball(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
-    if target.is_file():
-        return target
     _mkdir(checkpoints)
     with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
-        if target.is_file():
-            return target
         for stale in dest.glob(".extract-*"):  # left by an extraction that was killed
             shutil.rmtree(stale, ignore_errors=True)
+        if target.is_file():
+            return target
         return extract_member(tarball, spec, dest)
 
 
