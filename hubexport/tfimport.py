@@ -9,10 +9,13 @@ TensorFlow's Python deprecation warnings. Commands that need TensorFlow call
 it first; commands that do not (``--help``, ``list``, ``fetch``) never do.
 """
 
+import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 
 _NOISE = re.compile(
     r"oneDNN custom operations|cuda|CUDA|cuInit|InitializeLog|cpu_feature_guard|"
@@ -30,7 +33,7 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
+    with _sigint_deferred(), tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow as tf
@@ -45,3 +48,27 @@ def import_tensorflow():
                     print(line, file=sys.stderr)
     tf.get_logger().setLevel("ERROR")
     return tf
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Holds back SIGINT (Ctrl-C) until the block is done, then delivers it.
+
+    A KeyboardInterrupt raised while TensorFlow's native start-up code is on
+    the stack does not unwind: the process aborts (SIGABRT, exit code 134,
+    no message; and stderr is still redirected). The import takes a few
+    seconds, so Ctrl-C during it is deferred to its end, where it raises
+    KeyboardInterrupt as usual (the CLI then exits 130). Only the main
+    thread can set signal handlers; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)  # handled as the previous handler says
