@@ -53,6 +53,7 @@ def render(results):
     rows = sorted(results["rows"], key=lambda r: (
         GROUP_ORDER.index(r["group"]) if r["group"] in GROUP_ORDER else 99, r["test"]))
     tried = sum(r["trials"] for r in rows)
+    generated = sum(r["trials"] for r in rows if r["group"] == "Specs")
     contained = sum(r["contained"] for r in rows)
     outside = sum(r["bytes_outside"] for r in rows)
     partial = sum(r["partial_modules"] for r in rows)
@@ -74,15 +75,21 @@ def render(results):
         "directory: only `cache/`, `out/` and `registry/` may change; everything else "
         "(the working directory, `$HOME`, a sentinel tree with victim files that hostile "
         "archives aim at) is snapshotted before and after, and every changed byte counts "
-        "as written outside. Partial modules are counted by scanning the outputs: a "
-        "module directory that is not complete and loadable, or a partial file at a "
-        "final path (a tarball or checkpoint that does not verify).",
+        "as written outside. (The sandbox's `$HOME` holds a `.keras/keras.json`, as on any "
+        "machine that has imported TensorFlow: Keras 3, loaded by `import tensorflow`, "
+        "creates that file when it is missing; that is Keras's write, not hubexport's.) "
+        "Partial modules are counted by scanning the outputs: a module directory that is "
+        "not complete and loadable, or a partial file at a final path (a tarball or "
+        "checkpoint that does not verify). A case counts as contained when hubexport "
+        "failed cleanly (the expected exit code and one-line message, no traceback) or "
+        "recovered (retry, resume), with nothing partial and nothing written outside.",
         "",
         "## Counts",
         "",
         "| | |",
         "|---|---|",
-        "| cases tried (faults injected) | %d |" % tried,
+        "| cases tried | %d (%d injected faults and hostile inputs, %d generated specs) |"
+        % (tried, tried - generated, generated),
         "| failures contained | %d |" % contained,
         "| bytes written outside allowed directories | %d |" % outside,
         "| partial modules left behind | %d |" % partial,
