@@ -22,7 +22,7 @@ def test_two_processes_fetching_at_once_download_once(http_server, sandbox, case
     case.describe("Cache", "two `hubexport fetch` processes start at the same moment",
                   "one download (file lock); the other waits, then reuses it; both exit 0")
     http_server.add_file(PATH, TARBALL)
-    http_server.script(PATH, Reply(stall=2.0))  # the first download takes a while
+    http_server.script(PATH, Reply(stall=4.0))  # the first download takes a while
     specs = rs.write_spec_dir(sandbox.inputs / "specs", TARBALL)
     mirror = http_server.url("/models")
     before = sandbox.snapshot()
