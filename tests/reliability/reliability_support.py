@@ -328,16 +328,28 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            members.append(int(stat_file.parent.name))
+    return members
+
+
 def wait_group_gone(pgid: int, timeout: float = 30) -> None:
-    """Waits until no process of group ``pgid`` is left (workers included)."""
+    """Waits until no live process of group ``pgid`` is left (workers included)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not group_members(pgid):
             return
         time.sleep(0.02)
-    raise AssertionError("processes of group %d still running after %.0f s" % (pgid, timeout))
+    raise AssertionError("processes %s of group %d still running after %.0f s"
+                         % (group_members(pgid), pgid, timeout))
 
 
 def file_size_limit(limit_bytes: int) -> Callable[[], None]:
