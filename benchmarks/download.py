@@ -267,6 +267,7 @@ def run(rows, details):
     cached = cache / "downloads" / FILENAME
     results = {}
     profiles = {}
+    cli_missed = False
     mirror = "http://127.0.0.1:9/unused"  # never contacted: the file is cached and valid
     for algo, spec_dir, cdir, tool in (("sha384", spec_sha, cache, "sha384sum"),
                                        ("md5", spec_md5, cache_md5, "md5sum")):
@@ -298,6 +299,7 @@ def run(rows, details):
                 note = "read %s bytes (one pass over the file). " % fmt(int(median(r["rchar"])))
             if not met:
                 if key == "cli":
+                    cli_missed = True
                     why = "the CLI's start-up and imports (%s s of the %s s)" % (
                         fmt(median(r["cli"]) - median(r["stage"])), fmt(median(r["cli"])))
                 else:
@@ -319,6 +321,13 @@ def run(rows, details):
             algo, fmt(median(r["tool"])), ", ".join(fmt(x) for x in r["tool"]),
             fmt(median(r["stage"])), ", ".join(fmt(x) for x in r["stage"]),
             fmt(median(r["cli"])), ", ".join(fmt(x) for x in r["cli"])))
+    if cli_missed:
+        from startup import _importtime
+
+        profile, _ = _importtime([HUBEXPORT, "fetch", NAME, "--specs", spec_sha, "--cache-dir",
+                                  cache, "--mirror", mirror])
+        lines += ["", "Where the CLI's start-up goes: `python -X importtime hubexport fetch` "
+                  "on the cached file (one run):", "", "```"] + profile + ["```"]
     for algo, path in profiles.items():
         lines += ["", "cProfile of one %s verification (top entries by own time):" % algo, "",
                   "```", path.read_text().strip(), "```"]

@@ -58,9 +58,11 @@ def main() -> int:
     details: list[tuple[str, str]] = []
     errors = []
     context = {}  # shared between sections (build -> inference)
+    section_load = []
     for name in selected:
         log("section %s" % name)
         t = time.monotonic()
+        section_monitor = LoadMonitor()
         try:
             module = __import__({"build": "build_bench"}.get(name, name))
             if name in ("build", "inference"):
@@ -70,12 +72,14 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - report and go on with the other figures
             errors.append((name, traceback.format_exc()))
             log("section %s FAILED:\n%s" % (name, errors[-1][1]))
+        section_load.append((name, section_monitor.report()))
         log("section %s took %.0f s" % (name, time.monotonic() - t))
     total = time.monotonic() - started
     load = monitor.report()
 
     print(rows_to_text(rows))
-    text = render(rows, details, errors, machine, load, busy_at_start, total, selected)
+    text = render(rows, details, errors, machine, load, busy_at_start, total, selected,
+                  section_load)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, output)
@@ -83,7 +87,8 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def render(rows, details, errors, machine, load, busy_at_start, total, selected) -> str:
+def render(rows, details, errors, machine, load, busy_at_start, total, selected,
+           section_load) -> str:
     """The Markdown report."""
     met = sum(1 for r in rows if r.met is True)
     missed = [r for r in rows if r.met is False]
@@ -114,6 +119,11 @@ def render(rows, details, errors, machine, load, busy_at_start, total, selected)
                 "The machine was shared: figures are noisier and slower than on an idle "
                 "machine; ratios are less affected, since each pair is measured interleaved."
                 if other > 0.1 else "The machine was otherwise idle.")]
+    out += ["", "| section | wall (s) | cores used by other processes | by this benchmark |",
+            "|---|---|---|---|"]
+    for name, sl in section_load:
+        out.append("| %s | %.0f | %.2f | %.2f |" % (name, sl["wall"], sl["other_cores"],
+                                                    sl["own_cores"]))
     if busy_at_start and other > 0.1:
         out += ["", "Processes running at the start (besides this benchmark):", ""]
         out += ["- `%s`" % p for p in busy_at_start[:6]]
