@@ -12,7 +12,10 @@ Public entry point: :func:`write_hub_module`. It writes what tensorflow-hub
   ``REGULARIZATION_LOSSES`` and the ``image_module_info`` attachment in the
   ``hub_module_attachments`` collection; no SaverDef (as hub's exporter);
 * ``variables/variables.{index,data-*}``: a TF V2 checkpoint keyed by the
-  variable names (TF-Slim's, so ``hub.Module`` restores by name).
+  variable names (TF-Slim's, so ``hub.Module`` restores by name);
+* ``assets/``: empty, and ``saved_model_schema_version`` unset, as hub's
+  exporter leaves them (tests/test_legacy_hub_module.py compares the files
+  with what tensorflow-hub 0.15 writes for the same graph).
 
 Signatures (https://www.tensorflow.org/hub/common_signatures/images):
   ``image_classification``: input ``images`` float32 [batch, h, w, 3] in
@@ -144,9 +147,12 @@ def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
                                          initializer=init, trainable=request.trainable,
                                          use_resource=True)
 
-    saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+    # Like hub's SavedModelHandler: saved_model_schema_version left unset (0).
+    saved_model = saved_model_pb2.SavedModel()
     attachment = hub_protos.image_module_info_attachment(image_size, image_size)
     os.makedirs(out_dir)
+    # hub's exporter always creates assets/ (empty for these modules).
+    os.makedirs(os.path.join(out_dir, "assets"))
     for tags in TAG_SETS:
         graph = tf.Graph()
         with graph.as_default():
