@@ -16,13 +16,27 @@ A module directory appears only complete: it is written to a temporary
 directory beside it (``.3.tmp-<pid>``) and renamed into place; the card
 follows, then the stamp. Leftovers of an interrupted build are removed by
 the next build of the same target. A target whose stamp matches the inputs
-(spec file, checkpoint checksum, hubexport version) is not rebuilt.
+(spec file, checkpoint checksum, hubexport version) is not rebuilt. The stamp
+also records what ``hubexport publish`` needs (see :func:`build_record`).
+
+Worker processes (``jobs``): the parent fetches and verifies each tarball
+once, then hands out tasks to ``jobs`` worker processes (spawned, so no
+TensorFlow state is inherited). A task is either all TF1 Hub format targets
+(versions 1 and 3) of one spec, or one TF2 SavedModel target (versions 4 and
+5); each task runs in a fresh process that reads its checkpoint once.
+TensorFlow names the functions of a TF2 SavedModel after a process-wide
+counter, so a TF2 module written after other work in the same process gets
+other bytes in ``saved_model.pb``; writing each one in a fresh process makes
+every module's bytes depend only on its inputs, not on ``--jobs`` or on what
+else the same command built (README, "Reproducible archives").
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -31,7 +45,7 @@ from pathlib import Path
 import filelock
 
 from hubexport import __version__
-from hubexport.errors import BuildError
+from hubexport.errors import BuildError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +153,7 @@ def _tf_write_error(error):
 
 
 def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None,
-          force=False, progress=None):
+          force=False, progress=None, jobs=1):
     """Builds modules and cards.
 
     Args:
@@ -151,21 +165,28 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
       mirror: base URL or path replacing the tarballs' download location.
       force: rebuild even when up to date.
       progress: show download progress bars (None: when stderr is a TTY).
+      jobs: number of worker processes writing modules (int >= 1).
 
     Returns:
-      list of :class:`BuildResult`, one per target, in build order.
+      list of :class:`BuildResult`, one per target, in build order (spec
+      order, then kind and version).
 
     Raises:
-      UsageError: the version or kind is not defined by a spec.
+      UsageError: the version or kind is not defined by a spec, or
+        ``jobs`` < 1.
       FetchError, ChecksumError, ArchiveError: the tarball could not be had.
       CheckpointError: the checkpoint does not fit the net.
       BuildError: writing a module failed (nothing partial is left).
     """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError("--jobs must be a whole number >= 1, got %r" % (jobs,))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    plan = [(spec, spec.targets(version=version, kind=kind)) for spec in specs]
-    results = []
+    unique = {spec.name: spec for spec in specs}  # a model named twice is built once
+    plan = [(spec, spec.targets(version=version, kind=kind)) for spec in unique.values()]
+    results = {}
     with filelock.FileLock(str(output / ".hubexport.lock")):
+        todo_by_spec = []
         for spec, targets in plan:
             for t in targets:  # debris of killed builds, also of targets now up to date
                 module_dir = target_paths(output, t)[0]
@@ -174,21 +195,123 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
             for t in targets:
                 if t not in todo:
                     module_dir, card, _ = target_paths(output, t)
-                    results.append(BuildResult(t.module_handle, module_dir, card, "up-to-date", 0.0))
+                    results[t.module_handle] = BuildResult(t.module_handle, module_dir, card,
+                                                           "up-to-date", 0.0)
             if todo:
-                results.extend(_build_spec(spec, todo, output, cache_dir, mirror, progress))
+                todo_by_spec.append((spec, todo))
+        if todo_by_spec:
+            for r in _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
+                results[r.module_handle] = r
+    return [results[t.module_handle] for _, targets in plan for t in targets]
+
+
+def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
+    """Fetches each checkpoint once (here), then writes the targets in worker processes.
+
+    Returns:
+      list of :class:`BuildResult` of the targets written, in completion order.
+    """
+    from hubexport import fetch
+
+    tasks = []
+    for spec, todo in todo_by_spec:
+        ckpt_path = str(fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror,
+                                               progress=progress))
+        hub = [t for t in todo if t.version.format == "hub"]
+        if hub:
+            tasks.append((spec, hub, ckpt_path))
+        tasks.extend((spec, [t], ckpt_path) for t in todo if t.version.format != "hub")
+    results = []
+    # max_tasks_per_child=1: every task starts in a fresh process (see the
+    # module docstring on TF2 function names).
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+            max_tasks_per_child=1, initializer=_init_worker,
+            initargs=(logging.getLogger("hubexport").getEffectiveLevel(), os.getpid())) as pool:
+        # Ctrl-C reaches the whole process group, workers too; one starting up
+        # would die of it with a traceback. So workers (and the pool's threads,
+        # which start replacement workers) begin with SIGINT blocked, then
+        # ignore it (_init_worker): the parent alone handles Ctrl-C and stops
+        # them (_stop_workers).
+        import signal
+
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output))
+                       for spec, targets, ckpt_path in tasks]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                results.extend(future.result())
+        except concurrent.futures.process.BrokenProcessPool as e:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise BuildError("a build worker process died (%s); check free memory, or "
+                             "rerun with fewer --jobs" % (e,)) from None
+        except BaseException:
+            _stop_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return results
 
 
-def _build_spec(spec, targets, output, cache_dir, mirror, progress):
-    """Fetches, reads and checks one checkpoint once, then writes its targets."""
-    from hubexport import fetch
+def _stop_workers(pool):
+    """Asks every worker to stop now (SIGTERM: it unwinds and removes its temp dirs)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
+
+
+def _init_worker(level, parent_pid):
+    """Runs first in each worker process: signals and logging like the parent's.
+
+    SIGINT (Ctrl-C, sent to the whole process group) is ignored: the parent
+    handles it and stops the workers with SIGTERM, which raises
+    KeyboardInterrupt here so that a module being written is removed. On
+    Linux a worker also gets SIGTERM when the parent dies (``kill -9``):
+    the parent held the output lock, so an orphan must not go on writing.
+    """
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before that
+        os._exit(1)
+    logging.basicConfig(level=level, format="hubexport: %(message)s")
+    logging.getLogger("hubexport").setLevel(level)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _build_task(spec, targets, ckpt_path, output):
+    """In a worker process: reads and checks one checkpoint once, then writes its targets.
+
+    Args:
+      spec: the :class:`hubexport.specs.ModelSpec`.
+      targets: list of its :class:`hubexport.specs.Target` to write.
+      ckpt_path: path (str) of the fetched, verified TF V1 checkpoint file.
+      output: the output directory (str).
+
+    Returns:
+      list of :class:`BuildResult`, one per target.
+    """
     from hubexport.checkpoint import Checkpoint
     from hubexport.nets import get_net, variable_requests
     from hubexport.tfimport import import_tensorflow
 
     import_tensorflow()
-    ckpt_path = fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
+    output = Path(output)
     ckpt = Checkpoint(ckpt_path)
     requests = variable_requests(spec.architecture, spec.num_classes)
     ckpt.check(requests)
@@ -239,8 +362,41 @@ def _write_target(spec, target, values, output, min_size):
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _write_atomic(card, card_text)
-    _write_atomic(stamp, json.dumps({"stamp": _stamp(target), "hubexport": __version__}))
+    _write_atomic(stamp, json.dumps({"stamp": _stamp(target), "hubexport": __version__,
+                                     "module": build_record(target)}, indent=1))
     return module_dir, card, stamp
+
+
+def build_record(target):
+    """What a module was built from, as its stamp records it for ``hubexport publish``.
+
+    Args:
+      target: a :class:`hubexport.specs.Target`.
+
+    Returns:
+      dict (JSON-ready): ``module_handle``, ``handle`` (without version),
+      ``version`` (int), ``spec`` (name), ``architecture``, ``kind``,
+      ``format`` ("hub" or "saved_model_2"), ``input_size``, ``image_size``
+      (pixels), ``signatures`` (list), ``tensorflow`` (version string of the
+      TensorFlow that wrote the module) and ``source``: the checkpoint
+      tarball's ``url``, ``filename``, ``size`` (bytes or None), ``checksum``
+      ("ALGO:HEX", as pinned by the spec) and ``member``.
+    """
+    import sys
+
+    spec, ckpt = target.spec, target.spec.checkpoint
+    tf = sys.modules.get("tensorflow")
+    return {
+        "module_handle": target.module_handle, "handle": target.handle,
+        "version": target.version.version, "spec": spec.name,
+        "architecture": spec.architecture, "kind": target.kind,
+        "format": target.version.format, "input_size": target.version.input_size,
+        "image_size": spec.image_size, "signatures": list(target.version.signatures),
+        "tensorflow": getattr(tf, "__version__", None),
+        "source": {"url": ckpt.url, "filename": ckpt.filename, "size": ckpt.size,
+                   "checksum": "%s:%s" % (ckpt.checksum_algo, ckpt.checksum_hex),
+                   "member": ckpt.member},
+    }
 
 
 def write_module(architecture, version_spec, values, out_dir, *, num_classes, image_size):

@@ -143,11 +143,14 @@ def fetch(name, specs_dir, mirror, cache_dir, as_json):
 @click.option("--output", "-o", default="modules", show_default=True,
               type=click.Path(file_okay=False, path_type=str), help="Output directory.")
 @click.option("--force", is_flag=True, help="Rebuild modules that are up to date.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes writing modules (each module's bytes do not depend on it).")
 @specs_option
 @mirror_option
 @cache_option
 @json_option
-def build(names, all_, version, kind, output, force, specs_dir, mirror, cache_dir, as_json):
+def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, cache_dir,
+          as_json):
     """Build TF Hub modules and their cards from TF-Slim checkpoints.
 
     Without --version or --kind, builds every version and kind the spec
@@ -159,19 +162,121 @@ def build(names, all_, version, kind, output, force, specs_dir, mirror, cache_di
     Examples:
       hubexport build inception_v2 --version 3
       hubexport build inception_resnet_v2 --version 1 --kind feature_vector
-      hubexport build --all --output modules
+      hubexport build --all --output modules --jobs 2
     """
     from hubexport.build import build as build_stage
 
     specs = _load_specs(specs_dir, names, all_)
     results = build_stage(specs, output=output, version=version, kind=kind,
-                          cache_dir=cache_dir, mirror=mirror, force=force)
+                          cache_dir=cache_dir, mirror=mirror, force=force, jobs=jobs)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
         return
     for r in results:
         click.echo("%-10s %s\n           module: %s\n           card:   %s"
                    % (r.status, r.module_handle, r.module_dir, r.card))
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("output", type=click.Path(file_okay=False, path_type=str))
+@click.option("--registry", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Registry directory (created if missing).")
+@click.option("--force", is_flag=True,
+              help="Replace published versions whose content differs (they are immutable "
+                   "otherwise).")
+@json_option
+def publish(output, registry, force, as_json):
+    """Publish the modules built under OUTPUT into the registry --registry.
+
+    Lays out REGISTRY/<handle>/<version>/ (the module),
+    REGISTRY/<handle>/<version>.tar.gz (its reproducible archive),
+    REGISTRY/assets/docs/<publisher>/models/<model>/<version>.md (its card)
+    and REGISTRY/index.json. Publishing the same content again changes
+    nothing; a damaged registry is refused.
+
+    \b
+    Example:
+      hubexport publish modules --registry registry --json
+    """
+    from hubexport.publish import publish as publish_stage
+
+    result = publish_stage(output, registry, force=force)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    for m in result.modules:
+        click.echo("%-10s %s  (%s, %d bytes, sha256 %s)"
+                   % (m.status, m.module_handle, m.entry["archive"], m.entry["size"],
+                      m.entry["sha256"][:16]))
+    click.echo("index:     %s" % result.index)
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("registry", type=click.Path(file_okay=False, path_type=str))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="TCP port (0: any free port; the URL is printed).")
+@json_option
+def serve(registry, host, port, as_json):
+    """Serve a registry over HTTP for hub.load and hub.KerasLayer.
+
+    tensorflow_hub resolves http://HOST:PORT/<handle>/<version> by asking
+    for ?tf-hub-format=compressed; the server answers with the module's
+    archive. Prints the base URL (with --json: one JSON line), then serves
+    until interrupted.
+
+    \b
+    Example:
+      hubexport serve registry --port 8000
+      python -c "import tensorflow_hub as hub; hub.load('http://127.0.0.1:8000/google/imagenet/inception_v2/classification/3')"
+    """
+    from hubexport.serve import make_server, run
+
+    server = make_server(registry, host=host, port=port)
+    info = server.describe()
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo("serving %d modules of %s at %s (Ctrl-C to stop)"
+                   % (info["modules"], info["registry"], info["url"]))
+    sys.stdout.flush()
+    run(server)
+
+
+@cli.command(epilog=_EPILOG)
+@click.argument("path_or_url")
+@specs_option
+@click.option("--handle", default=None, metavar="HANDLE/VERSION",
+              help="The module handle, when a module directory or archive does not lie at "
+                   ".../<handle>/<version>[.tar.gz].")
+@json_option
+def verify(path_or_url, specs_dir, handle, as_json):
+    """Check modules against their specs; exit code 3 if anything disagrees.
+
+    PATH_OR_URL is a module directory (.../<handle>/<version>), an archive
+    (.../<handle>/<version>.tar.gz), a build output directory, a registry
+    directory (with index.json), or a URL served by 'hubexport serve' (a
+    module, http://HOST:PORT/<handle>/<version>, or the whole registry,
+    http://HOST:PORT/). Checks the format, tag sets, signatures and their
+    shapes, variables, image_module_info, a smoke inference at the default
+    image size, and the card's handle line and metadata; for archives and
+    registries also the members and checksums.
+
+    \b
+    Examples:
+      hubexport verify modules/google/imagenet/inception_v2/classification/3
+      hubexport verify registry --json
+      hubexport verify http://127.0.0.1:8000/google/imagenet/inception_v2/classification/3
+    """
+    from hubexport.verify import verify as verify_stage
+
+    report = verify_stage(path_or_url, specs_dir=specs_dir, handle=handle)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    report.raise_if_failed()
 
 
 @cli.command("make-standin", hidden=True)

@@ -1,0 +1,219 @@
+"""`hubexport verify`: modules pass, damaged copies fail with a clear reason (issue 6).
+
+Damaged copies are made in tmp directories at .../<handle>/<version> (so the
+module is matched to its spec by its location, as documented) from hard
+links to the family's files; a damaged file is always a new file.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_publish import HANDLE, link_copy, published_family, replace_file, small_output
+
+from hubexport.errors import UsageError, VerificationError
+
+CHECKS = ["files", "format", "tag_sets", "signatures", "image_module_info", "variables",
+          "inference", "card"]
+
+
+def run_verify(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "hubexport.cli", "verify", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def copy_module(family, tmp_path, version, kind="classification", card=True):
+    """A copy of an inception_v2 module (and its card) at tmp/<handle>/<version>."""
+    src = family.module("inception_v2", kind, version)
+    dst = tmp_path / src.relative_to(family.output)
+    link_copy(src, dst)
+    if card:
+        link_copy(family.card("inception_v2", kind, version), dst.parent / ("%d.md" % version))
+    return dst
+
+
+def edit_saved_model(module, edit):
+    """Rewrites module/saved_model.pb after ``edit(meta_graph)`` on every meta graph."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((module / "saved_model.pb").read_bytes())
+    for meta_graph in proto.meta_graphs:
+        edit(meta_graph)
+    replace_file(module / "saved_model.pb", proto.SerializeToString())
+
+
+def verify(path, family, **kwargs):
+    from hubexport.verify import verify as verify_stage
+
+    return verify_stage(str(path), specs_dir=family.specs_dir, **kwargs)
+
+
+def failures(report):
+    (module,) = report.modules
+    return module.failures
+
+
+@pytest.mark.slow
+def test_good_modules_pass_with_json_for_ci(family):
+    proc = run_verify(family.module("inception_v2", "classification", 3), "--specs",
+                      family.specs_dir, "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True and report["reason"] is None and report["kind"] == "module"
+    (module,) = report["modules"]
+    assert module["module_handle"] == HANDLE + "/3"
+    assert [c["check"] for c in module["checks"]] == CHECKS
+    assert all(c["ok"] for c in module["checks"])
+    # (Every other Inception V2 module is verified by test_served_modules_verify_over_http
+    # and tests/test_workflow.py.)
+
+
+def test_a_missing_signature_fails(family, tmp_path):
+    module = copy_module(family, tmp_path, 3)
+    edit_saved_model(module, lambda mg: mg.signature_def.pop("image_feature_vector"))
+    report = verify(module, family)
+    assert not report.ok
+    assert failures(report) == [
+        "signatures: tag set {}: signature image_feature_vector missing; "
+        "tag set {train}: signature image_feature_vector missing"]
+    with pytest.raises(VerificationError, match="signature image_feature_vector missing") as err:
+        report.raise_if_failed()
+    assert err.value.exit_code == 3
+
+
+def test_a_wrong_input_shape_fails(family, tmp_path):
+    module = copy_module(family, tmp_path, 3)
+
+    def fixed_299(meta_graph):
+        for signature in meta_graph.signature_def.values():
+            dims = signature.inputs["images"].tensor_shape.dim
+            dims[1].size = dims[2].size = 299
+
+    edit_saved_model(module, fixed_299)
+    report = verify(module, family)
+    (message,) = [f for f in failures(report) if f.startswith("signatures:")]
+    assert ("tag set {}: default input images has float32 [-1, 299, 299, 3], "
+            "expected float32 [-1, -1, -1, 3]") in message
+
+
+def test_a_missing_serving_signature_of_a_tf2_module_fails(family, tmp_path):
+    module = copy_module(family, tmp_path, 5)
+    edit_saved_model(module, lambda mg: mg.signature_def.pop("serving_default"))
+    report = verify(module, family)
+    assert "signatures: tag set {serve}: signature serving_default missing" in failures(report)
+
+
+def test_a_missing_card_fails(family, tmp_path):
+    module = copy_module(family, tmp_path, 3, card=False)
+    report = verify(module, family)
+    assert failures(report) == ["card: no card (looked for %s)" % (module.parent / "3.md")]
+
+
+def test_a_card_whose_handle_line_disagrees_fails(family, tmp_path):
+    module = copy_module(family, tmp_path, 3)
+    card = module.parent / "3.md"
+    lines = card.read_text().splitlines(keepends=True)
+    lines[0] = "# Module google/&zwnj;imagenet/&zwnj;inception_v2/&zwnj;classification/4\n"
+    replace_file(card, "".join(lines).encode())
+    proc = run_verify(module, "--specs", family.specs_dir, "--json")
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    expected = ("card: %s: handle line names %s/4, expected %s/3" % (card, HANDLE, HANDLE))
+    assert report["modules"][0]["failures"] == [expected]
+    assert expected in report["reason"]
+    assert proc.stderr.startswith("error: verification of %s failed: 1 of 1 modules failed; "
+                                  "%s/3: %s" % (module, HANDLE, expected))
+
+
+def test_card_metadata_is_checked(family, tmp_path):
+    module = copy_module(family, tmp_path, 3)
+    card = module.parent / "3.md"
+    replace_file(card, card.read_bytes().replace(b"<!-- format: hub -->",
+                                                 b"<!-- format: saved_model_2 -->"))
+    assert failures(verify(module, family)) == [
+        "card: %s: metadata format is 'saved_model_2', expected 'hub'" % card]
+
+
+def test_a_module_in_the_wrong_place_needs_handle(family, tmp_path):
+    module = tmp_path / "somewhere" / "3"
+    link_copy(family.module("inception_v2", "classification", 3), module)
+    with pytest.raises(UsageError, match="cannot tell which module this is"):
+        verify(module, family)
+    proc = run_verify(module, "--specs", family.specs_dir)
+    assert proc.returncode == 2
+    # Checked as the v4 handle, a v3 module fails on its format.
+    report = verify(module, family, handle=HANDLE + "/4")
+    assert any(f.startswith("format: tfhub_module.pb present") for f in failures(report))
+
+
+def test_archives_and_registries(family, tmp_path):
+    from hubexport.publish import publish
+
+    output = small_output(family, tmp_path / "out", [("inception_v2", "classification", 3)])
+    registry = tmp_path / "registry"
+    publish(output, registry)
+    report = verify(registry, family)
+    assert report.ok, report.to_json()
+    assert report.kind == "registry"
+    names = [c.name for c in report.modules[0].checks]
+    assert names == ["index", "archive"] + CHECKS
+    archive = registry / HANDLE / "3.tar.gz"
+    report = verify(archive, family)
+    assert report.ok and report.kind == "archive", report.to_json()
+    # a damaged index is reported even if every module is fine
+    index = json.loads((registry / "index.json").read_text())
+    index["modules"][0]["kind"] = "feature_vector"
+    replace_file(registry / "index.json", json.dumps(index).encode())
+    report = verify(registry, family)
+    assert not report.ok
+    assert report.problems[0].endswith("index.json: its digest does not match its modules; "
+                                       "the index was edited or damaged")
+    assert "index: kind is 'feature_vector', the spec says 'classification'" in \
+        report.modules[0].failures
+
+
+@pytest.mark.slow
+def test_served_modules_verify_over_http(family):
+    """The feature_vector modules of Inception V2, fetched as tensorflow_hub fetches them.
+
+    (tests/test_workflow.py verifies the classification modules through a
+    whole served registry.)
+    """
+    registry, _ = published_family(family)
+    from test_serve import Served
+
+    server = Served(registry)
+    try:
+        for version in (1, 3, 4, 5):
+            url = "%s/google/imagenet/inception_v2/feature_vector/%d" % (server.url, version)
+            report = verify(url, family)
+            assert report.ok and report.kind == "url", report.to_json()
+            names = [c.name for c in report.modules[0].checks]
+            assert names == ["download", "archive"] + CHECKS
+        with pytest.raises(UsageError, match="is not /<handle>/<version> of a module the specs"):
+            verify(server.url + "/google/imagenet/inception_v2/classification/7", family)
+    finally:
+        server.stop()
+
+
+def test_a_handle_the_server_does_not_have_fails_verification(family, tmp_path):
+    from hubexport.publish import publish
+    from test_serve import Served
+
+    output = small_output(family, tmp_path / "out", [("inception_v2", "classification", 3)])
+    publish(output, tmp_path / "registry")
+    server = Served(tmp_path / "registry")
+    try:
+        report = verify(server.url + "/" + HANDLE + "/4", family)
+    finally:
+        server.stop()
+    assert not report.ok
+    (failure,) = report.modules[0].failures
+    assert failure.startswith("download: HTTP 404 for %s/%s/4?tf-hub-format=compressed: "
+                              "404 Not Found: no module or file" % (server.url, HANDLE))
