@@ -20,6 +20,7 @@ second read. This module never imports TensorFlow.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import gzip
@@ -395,7 +396,13 @@ def _verify_existing(path: Path, expected: _Expected) -> None:
 
 
 class _Sink:
-    """Writes bytes to an open file while hashing them, never past a limit."""
+    """Writes bytes to an open file while hashing them, never past a limit.
+
+    Hashing is pipelined: chunk N is hashed on a helper thread (hashlib
+    releases the GIL) while chunk N+1 is received and written, so verifying
+    costs no extra time when the network is at least as fast as the hash.
+    At most one chunk is waiting to be hashed.
+    """
 
     def __init__(self, f: BinaryIO, path: Path, expected: _Expected, source: str):
         self.f = f
@@ -405,9 +412,23 @@ class _Sink:
         self.hasher = hashlib.new(expected.algo)
         self.count = 0
         self.prefix = 0  # bytes taken over from an earlier .part and still in use
+        self._hashing = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="hubexport-hash")
+        self._pending: concurrent.futures.Future | None = None
+
+    def _drain(self) -> None:
+        """Waits until every chunk handed to the hash thread is hashed."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def _update(self, chunk: bytes) -> None:
+        self._drain()
+        self._pending = self._hashing.submit(self.hasher.update, chunk)
 
     def restart(self) -> None:
         """Truncates the file and forgets everything written."""
+        self._drain()
         self.f.seek(0)
         self.f.truncate()
         self.hasher = hashlib.new(self.expected.algo)
@@ -416,6 +437,7 @@ class _Sink:
 
     def absorb_existing(self, n: int) -> None:
         """Hashes the first ``n`` bytes already in the file (a resumed prefix)."""
+        self._drain()
         self.f.seek(0)
         left = n
         while left:
@@ -441,11 +463,12 @@ class _Sink:
             self.f.write(chunk)
         except OSError as exc:
             raise _PartWriteError.of(self.path, exc) from None
-        self.hasher.update(chunk)
+        self._update(chunk)
         self.count += len(chunk)
 
     def finish(self) -> None:
         """Flushes to disk and checks size and digest."""
+        self._drain()
         try:
             self.f.flush()
             os.fsync(self.f.fileno())
