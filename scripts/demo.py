@@ -9,7 +9,8 @@
 4. Loads the module with ``hub.load`` (tag sets [] and ["train"]) and
    ``hub.KerasLayer``, and checks that its logits equal what the net computes
    directly from the checkpoint (max abs diff <= 1e-5) at 224x224, and that
-   299x299 and 160x160 inputs work.
+   299x299 and 160x160 inputs work; ``hubexport verify`` checks the module
+   and its card against the spec first.
 
 Run it with ``make demo``; DEMO_DIR (default build/demo) holds everything.
 """
@@ -52,13 +53,17 @@ def main():
                   "--cache-dir", str(cache), "--output", str(out))
     finally:
         server.shutdown()
+    hubexport("verify", str(out / HANDLE / "3"), "--specs", str(mirror / "specs"))
     check(out / HANDLE / "3", out / HANDLE / "3.md", cache)
 
 
 def check(module_dir, card, cache):
     """Loads the module with the TF2 clients and compares it with the checkpoint."""
     import numpy as np
-    import tensorflow as tf
+
+    from hubexport.tfimport import import_tensorflow
+
+    tf = import_tensorflow()
     import tensorflow_hub as hub
 
     from hubexport.checkpoint import Checkpoint
