@@ -548,6 +548,8 @@ class PublishedModule:
     registry: Path
 
     def to_json(self):
+        """Returns {"module_handle", "status", "format", "archive", "size", "sha256",
+        "module_dir", "doc"} with absolute paths (JSON-ready)."""
         e = self.entry
         return {"module_handle": self.module_handle, "status": self.status,
                 "format": e["format"], "archive": str(self.registry / e["archive"]),
@@ -571,6 +573,7 @@ class PublishResult:
     modules: list
 
     def to_json(self):
+        """Returns {"registry", "index", "modules": [...]} (JSON-ready)."""
         return {"registry": str(self.registry), "index": str(self.index),
                 "modules": [m.to_json() for m in self.modules]}
 

@@ -24,19 +24,22 @@ regular files and directories are accepted) into
 needs a ``gs://`` location and gets 400 with a plain message; anything else
 gets 404 with a plain message. Only the files index.json lists are ever
 served (looked up by exact path in a table built from the index), so no URL
-can reach a file outside the registry or one the index does not name.
+can reach a file outside the registry or one the index does not name; a
+listed path that a symlink leads outside the registry is not followed (500).
 
 Integrity: :func:`make_server` checks every archive's size and sha256
 against the index before it binds (a damaged registry is refused). While
 serving, the index is re-read when it changes on disk (``hubexport
 publish`` into a served registry), and an archive whose file changed since
-it was checked is hashed again before it is sent; one whose sha256 no longer
-matches gets 500 instead of wrong bytes. Uses only the standard library's
+it was checked is hashed again before it is sent, and a card is checked on
+every request; one whose sha256 no longer matches gets 500 instead of wrong
+bytes. Uses only the standard library's
 ``http.server`` (``ThreadingHTTPServer``). Does not import TensorFlow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import logging
 import os
@@ -90,6 +93,7 @@ class RegistryServer(http.server.ThreadingHTTPServer):
 
     @property
     def url(self):
+        """The base URL (str), ``http://HOST:PORT`` without a trailing slash."""
         host, port = self.server_address[:2]
         if ":" in host:
             host = "[%s]" % host
@@ -144,14 +148,22 @@ class RegistryServer(http.server.ThreadingHTTPServer):
                     log.error("%s; still serving the previous index", e)
             return self._routes
 
+    def resolve_inside(self, path):
+        """``path`` with symlinks resolved, or None if that lies outside the registry."""
+        real = Path(os.path.realpath(path))
+        return real if real.is_relative_to(self.registry) else None
+
     def checked_archive(self, path, sha256):
         """Opens an archive whose bytes match ``sha256``.
 
         Returns:
           (open binary file, size in bytes), or (None, reason str).
         """
+        real = self.resolve_inside(path)
+        if real is None:
+            return None, "%s leads outside the registry" % path.name
         try:
-            f = open(path, "rb")
+            f = open(real, "rb")
         except OSError as e:
             return None, "cannot open %s (%s)" % (path.name, e.strerror or e)
         st = os.fstat(f.fileno())
@@ -221,7 +233,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if kind == "archive":
             return self._archive(entry, head)
         return self._file(self.server.registry / entry["doc"],
-                          "text/markdown; charset=utf-8", head)
+                          "text/markdown; charset=utf-8", head, entry["doc_sha256"])
 
     def _archive(self, entry, head):
         path = self.server.registry / entry["archive"]
@@ -239,11 +251,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not head:
                 self._copy(f, size)
 
-    def _file(self, path, content_type, head):
+    def _file(self, path, content_type, head, sha256=None):
+        real = self.server.resolve_inside(path)
+        if real is None:
+            return self._text(500, "500 Internal Server Error: %s leads outside the "
+                              "registry\n" % path.name, head)
         try:
-            data = path.read_bytes()
+            data = real.read_bytes()
         except OSError:
             return self._text(404, "404 Not Found: %s is missing from the registry\n"
+                              % path.name, head)
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            return self._text(500, "500 Internal Server Error: %s changed on disk and no "
+                              "longer matches index.json; run hubexport verify\n"
                               % path.name, head)
         self.send_response(200)
         self.send_header("Content-Type", content_type)

@@ -79,6 +79,7 @@ class Check:
     detail: str
 
     def to_json(self):
+        """Returns {"check", "ok", "detail"} (JSON-ready)."""
         return {"check": self.name, "ok": self.ok, "detail": self.detail}
 
 
@@ -98,6 +99,7 @@ class ModuleReport:
 
     @property
     def ok(self):
+        """True if at least one check ran and every check holds."""
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     @property
@@ -106,6 +108,7 @@ class ModuleReport:
         return ["%s: %s" % (c.name, c.detail) for c in self.checks if not c.ok]
 
     def to_json(self):
+        """Returns {"module_handle", "source", "ok", "failures", "checks"} (JSON-ready)."""
         return {"module_handle": self.module_handle, "source": self.source, "ok": self.ok,
                 "failures": self.failures, "checks": [c.to_json() for c in self.checks]}
 
@@ -150,6 +153,7 @@ class Report:
         return "; ".join(parts) or "nothing to verify in %s" % self.target
 
     def to_json(self):
+        """Returns {"target", "kind", "ok", "reason", "problems", "modules"} (JSON-ready)."""
         return {"target": self.target, "kind": self.kind, "ok": self.ok,
                 "reason": self.reason(), "problems": list(self.problems),
                 "modules": [m.to_json() for m in self.modules]}

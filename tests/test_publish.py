@@ -9,7 +9,6 @@ TF1 Hub format; v5, TF2 SavedModel); damage is done by replacing files, so
 the family's files are never touched.
 """
 
-import gzip
 import hashlib
 import json
 import os

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
@@ -167,6 +166,27 @@ def test_an_archive_changed_while_serving_gets_500_not_its_bytes(small_registry,
         replace_file(archive, b"\0" * archive.stat().st_size)
         status, _, body = server.get("/%s/5?tf-hub-format=compressed" % HANDLE)
         assert status == 500 and b"no longer matches index.json" in body
+    finally:
+        server.stop()
+
+
+def test_symlinks_out_of_the_registry_are_not_followed(small_registry, tmp_path):
+    registry = tmp_path / "registry"
+    link_copy(small_registry, registry)
+    secret = small_registry.parent / "secret.txt"
+    server = Served(registry)
+    try:
+        doc = registry / _entry(registry, HANDLE + "/3")["doc"]
+        doc.unlink()
+        doc.symlink_to(secret)
+        archive = registry / HANDLE / "5.tar.gz"
+        archive.unlink()
+        archive.symlink_to(secret)
+        for path in ("/%s/3" % HANDLE, "/%s/5?tf-hub-format=compressed" % HANDLE,
+                     "/%s/5.tar.gz" % HANDLE):
+            status, _, body = server.get(path)
+            assert status == 500 and b"leads outside the registry" in body, path
+            assert SECRET.encode() not in body
     finally:
         server.stop()
 
