@@ -64,6 +64,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,13 +167,14 @@ def family(standins, mirror):
     hubexport's code and the stand-ins, so a session after a code change
     builds afresh and one without a change reuses the modules (the CLI
     skips up-to-date modules; it still fetches and verifies over HTTP).
-    Directories of other keys are removed.
+    Directories of other keys untouched for an hour are removed.
     """
     parent = REPO / "build" / "test-family"
     key = _code_key()
     if parent.is_dir():
         for old in parent.iterdir():
-            if old.name != key:
+            # Keys not touched for an hour belong to no running session.
+            if old.name != key and time.time() - old.stat().st_mtime > 3600:
                 shutil.rmtree(old, ignore_errors=True)
     root = parent / key
     output, cache = root / "modules", root / "cache"

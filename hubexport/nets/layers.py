@@ -187,7 +187,7 @@ def conv2d(ctx: NetContext, x, num_outputs, kernel, stride=1, padding="SAME",
 
 def separable_conv2d(ctx: NetContext, x, num_outputs, kernel, depth_multiplier,
                      stride=1, padding="SAME", scope=None):
-    """TF-Slim ``separable_conv2d`` without batch norm, with biases and ReLU.
+    """TF-Slim ``separable_conv2d`` without batch norm or weight decay, with biases and ReLU.
 
     Variables ``depthwise_weights`` [kh, kw, in, depth_multiplier],
     ``pointwise_weights`` [1, 1, in * depth_multiplier, num_outputs] and
@@ -201,11 +201,11 @@ def separable_conv2d(ctx: NetContext, x, num_outputs, kernel, depth_multiplier,
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     channels = int(x.shape[-1])
     with ctx.scope(scope):
-        dw = ctx.variable("depthwise_weights", [kh, kw, channels, depth_multiplier],
-                          weight_decay=WEIGHT_DECAY)
+        # No weight decay: TF-Slim's inception_arg_scope regularizes only
+        # conv2d and fully_connected weights, not separable_conv2d's.
+        dw = ctx.variable("depthwise_weights", [kh, kw, channels, depth_multiplier])
         pw = ctx.variable("pointwise_weights",
-                          [1, 1, channels * depth_multiplier, num_outputs],
-                          weight_decay=WEIGHT_DECAY)
+                          [1, 1, channels * depth_multiplier, num_outputs])
         y = tf.nn.separable_conv2d(x, _read(dw), _read(pw),
                                    strides=[1, stride, stride, 1], padding=padding)
         y = tf.nn.bias_add(y, _read(ctx.variable("biases", [num_outputs])))
