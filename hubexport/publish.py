@@ -4,7 +4,7 @@ Public entry point: :func:`publish`. Also public, for ``serve`` and
 ``verify``: :func:`read_registry` (load and check a registry),
 :func:`module_files` (the SavedModel paths of a module directory),
 :func:`docs_path`, :func:`archive_path`, :func:`archive_manifest` (hash the
-members of an archive) and :func:`write_archive`.
+members of an archive), :func:`write_archive` and :func:`index_digest`.
 
 Registry layout (``DIR`` = ``--registry``)::
 
@@ -397,9 +397,21 @@ class Registry:
         return not self.problems
 
 
-def _digest(modules):
+def index_digest(modules):
+    """The ``digest`` field of index.json.
+
+    Args:
+      modules: the index's ``modules`` list (JSON values).
+
+    Returns:
+      str, ``"sha256:"`` + the hex sha256 of the canonical JSON of
+      ``modules`` (sorted keys, no spaces, ASCII).
+    """
     canonical = json.dumps(modules, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_digest = index_digest
 
 
 def read_registry(registry, deep=True, jobs=None):

@@ -17,7 +17,7 @@ regular files and directories are accepted) into
   ``GET /<handle>/<version>.tar.gz``                    the same archive;
   ``GET /<handle>/<version>``                           its card (Markdown);
   ``GET /assets/docs/.../<version>.md``                 the same card;
-  ``GET /index.json``                                   the registry index;
+  ``GET /index.json``                                   the index being served;
   ``GET /``                                             a plain-text listing.
 
 ``tf-hub-format=uncompressed`` (``TFHUB_MODEL_LOAD_FORMAT=UNCOMPRESSED``)
@@ -117,6 +117,10 @@ class RegistryServer(http.server.ThreadingHTTPServer):
 
     def _load_index(self, initial=False):
         key = self._stat_key(self._index_path())
+        try:
+            raw = self._index_path().read_bytes()
+        except OSError:
+            raw = None
         registry = registry_io.read_registry(self.registry, deep=False)
         if not registry.exists:
             raise UsageError("%s has no %s; publish modules into it first (hubexport publish "
@@ -135,6 +139,7 @@ class RegistryServer(http.server.ThreadingHTTPServer):
             path = self.registry / entry["archive"]
             self._verified[str(path)] = (self._stat_key(path), entry["sha256"])
         self._routes = _Routes(registry)
+        self._routes.index_bytes = raw  # GET /index.json: the index being served
         self._index_stat = key
 
     def routes(self):
@@ -215,8 +220,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in ("/", ""):
             return self._listing(routes, head)
         if path == "/" + registry_io.INDEX:
-            return self._file(self.server.registry / registry_io.INDEX,
-                              "application/json", head)
+            if routes.index_bytes is None:  # index.json vanished while it was being read
+                return self._text(503, "503 Service Unavailable: index.json is being "
+                                  "replaced; try again\n", head)
+            return self._bytes(routes.index_bytes, "application/json", head)
         kind, handle = routes.table.get(path, (None, None))
         if kind is None:
             return self._text(404, "404 Not Found: no module or file %s in this registry "
@@ -265,6 +272,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._text(500, "500 Internal Server Error: %s changed on disk and no "
                               "longer matches index.json; run hubexport verify\n"
                               % path.name, head)
+        self._bytes(data, content_type, head)
+
+    def _bytes(self, data, content_type, head):
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -345,13 +345,17 @@ class _Checker:
                 return Report(url, "registry-url", [], ["%s/%s: HTTP %d" % (
                     base, registry_io.INDEX, index.status_code)])
             try:
-                entries = json.loads(index.content)["modules"]
+                data = json.loads(index.content)
+                entries = data["modules"]
                 handles = [e["module_handle"] for e in entries]
                 sums = {e["module_handle"]: e["sha256"] for e in entries}
             except (ValueError, KeyError, TypeError):
                 return Report(url, "registry-url", [], ["%s/%s is not a registry index"
                                                         % (base, registry_io.INDEX)])
             problems, modules = [], []
+            if data.get("digest") != registry_io.index_digest(entries):
+                problems.append("%s/%s: its digest does not match its modules; the index was "
+                                "edited or damaged" % (base, registry_io.INDEX))
             for module_handle in handles:
                 if module_handle not in self.targets:
                     problems.append("%s: no spec defines %s" % (url, module_handle))

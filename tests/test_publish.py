@@ -301,11 +301,11 @@ def _damage(registry, case):
         replace_file(index_path, json.dumps(index, indent=2).encode())
         return r"index\.json: its digest does not match its modules"
     if case == "edited index with its digest":
-        from hubexport.publish import _digest
+        from hubexport.publish import index_digest
 
         index = json.loads(index_path.read_text())
         index["modules"][0]["sha256"] = "0" * 64
-        index["digest"] = _digest(index["modules"])
+        index["digest"] = index_digest(index["modules"])
         replace_file(index_path, json.dumps(index, indent=2).encode())
         return r"3\.tar\.gz: sha256 [0-9a-f]{64}, the index says 0{64}"
     if case == "missing module file":

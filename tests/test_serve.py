@@ -170,6 +170,22 @@ def test_an_archive_changed_while_serving_gets_500_not_its_bytes(small_registry,
         server.stop()
 
 
+def test_an_index_edited_while_serving_is_not_trusted(small_registry, tmp_path):
+    registry = tmp_path / "registry"
+    link_copy(small_registry, registry)
+    server = Served(registry)
+    try:
+        good = (registry / "index.json").read_bytes()
+        index = json.loads(good)
+        index["modules"] = index["modules"][:1]  # drop v5, keep the old digest
+        replace_file(registry / "index.json", json.dumps(index).encode())
+        status, _, body = server.get("/index.json")
+        assert (status, body) == (200, good)  # still the index it checked
+        assert server.get("/%s/5?tf-hub-format=compressed" % HANDLE)[0] == 200
+    finally:
+        server.stop()
+
+
 def test_symlinks_out_of_the_registry_are_not_followed(small_registry, tmp_path):
     registry = tmp_path / "registry"
     link_copy(small_registry, registry)

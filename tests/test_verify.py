@@ -217,3 +217,22 @@ def test_a_handle_the_server_does_not_have_fails_verification(family, tmp_path):
     (failure,) = report.modules[0].failures
     assert failure.startswith("download: HTTP 404 for %s/%s/4?tf-hub-format=compressed: "
                               "404 Not Found: no module or file" % (server.url, HANDLE))
+
+
+def test_a_served_index_whose_digest_disagrees_is_reported(family, tmp_path, http_server):
+    """Another server (the loopback test server) serving an edited index.json."""
+    from hubexport.publish import publish
+
+    output = small_output(family, tmp_path / "out", [("inception_v2", "classification", 3)])
+    registry = tmp_path / "registry"
+    publish(output, registry)
+    index = json.loads((registry / "index.json").read_text())
+    index["modules"][0]["kind"] = "feature_vector"  # digest kept
+    http_server.add_file("/index.json", json.dumps(index).encode())
+    http_server.add_file("/" + HANDLE + "/3", (registry / HANDLE / "3.tar.gz").read_bytes())
+    report = verify(http_server.base_url + "/", family)
+    assert report.kind == "registry-url" and not report.ok
+    assert report.problems == ["%s/index.json: its digest does not match its modules; the index "
+                               "was edited or damaged" % http_server.base_url]
+    # the test server answers the card request with the archive: the card check says so
+    assert [f.split(":")[0] for f in report.modules[0].failures] == ["card"]
