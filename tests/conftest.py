@@ -178,7 +178,7 @@ def family(standins, mirror):
                 shutil.rmtree(old, ignore_errors=True)
     root = parent / key
     output, cache = root / "modules", root / "cache"
-    cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json",
+    cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json", "--jobs", "2",
            "--specs", str(standins / "specs"), "--mirror", mirror.base_url,
            "--cache-dir", str(cache), "--output", str(output)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
