@@ -290,8 +290,22 @@ def _init_worker(level, parent_pid):
     logging.getLogger("hubexport").setLevel(level)
 
 
+# True while this worker process runs a task (_build_task).
+_task_running = False
+
+
 def _terminated(signum, frame):
-    raise KeyboardInterrupt
+    """SIGTERM handler of a worker process (see _init_worker).
+
+    Inside a task it raises KeyboardInterrupt, so that the module being
+    written is removed and the pool returns the interruption as the task's
+    result. Between tasks (starting up, waiting for work) there is nothing to
+    clean up, and an exception there would be printed by multiprocessing as a
+    traceback: the worker exits at once instead, with 128 + signum.
+    """
+    if _task_running:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
 
 
 def _build_task(spec, targets, ckpt_path, output):
@@ -306,6 +320,15 @@ def _build_task(spec, targets, ckpt_path, output):
     Returns:
       list of :class:`BuildResult`, one per target.
     """
+    global _task_running
+    _task_running = True
+    try:
+        return _run_task(spec, targets, ckpt_path, output)
+    finally:
+        _task_running = False
+
+
+def _run_task(spec, targets, ckpt_path, output):
     from hubexport.checkpoint import Checkpoint
     from hubexport.nets import get_net, variable_requests
     from hubexport.tfimport import import_tensorflow

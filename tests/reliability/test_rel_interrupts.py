@@ -388,3 +388,47 @@ def test_kill_9_of_the_cli_process_only(standins, v3_module, sandbox, case, mark
     case.trial(True, bytes_outside=outside, partial_modules=len(left) + bool(problem),
                observed="killed in %s with %d worker(s); the workers stopped with it; the "
                "next build exit 0, module complete, no leftovers" % (phase, len(workers)))
+
+
+_IDLE_WORKER_SCRIPT = """
+import concurrent.futures, multiprocessing, os, signal, sys, time
+from hubexport import build
+if __name__ == "__main__":
+    with concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=build._init_worker,
+            initargs=(20, os.getpid())) as pool:
+        worker = pool.submit(os.getpid).result()
+        os.kill(worker, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        process = next(iter(pool._processes.values()), None)
+        print("exitcode", None if process is None else process.exitcode)
+        pool.shutdown(wait=True, cancel_futures=True)
+"""
+
+
+def test_sigterm_to_an_idle_worker_exits_without_traceback(tmp_path, case):
+    """The parent stops its workers with SIGTERM; one that is waiting for a task (or still
+    starting) has nothing to clean up and must exit at once, quietly, with 128 + 15 --
+    not print multiprocessing's traceback of a KeyboardInterrupt (CI failure of
+    test_sigint_exits_130_with_one_line[ctrl_c_group-worker_start])."""
+    import subprocess
+    import sys
+
+    case.describe("Interruptions", "SIGTERM (the parent stopping its workers) to a worker "
+                  "process waiting for a task",
+                  "the worker exits at once with 143, printing nothing")
+    script = tmp_path / "idle_worker.py"
+    script.write_text(_IDLE_WORKER_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert proc.stdout.split()[-1] in ("143", "None"), proc.stdout
+    case.trial(True, observed="worker exit code %s, stderr %s" % (
+        proc.stdout.split()[-1], repr(proc.stderr.strip()) if proc.stderr.strip() else "empty"))
