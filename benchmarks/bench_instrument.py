@@ -8,7 +8,10 @@ without changing what they do, the functions each build stage calls:
                hash check; extraction if needed)
   per checkpoint read (in whichever process reads it)
     restore    ``Checkpoint.__init__`` + ``check`` + ``values`` (reading the
-               TF V1 checkpoint) and ``nets.variable_requests``
+               TF V1 checkpoint), ``checkpoint.write_values_file`` and
+               ``map_values_file`` (the values file shared by the workers,
+               see ``checkpoint.read_once``) and
+               ``nets.variable_requests``
   per target (``hubexport.build._write_target``)
     graph      TF1 Hub format: ``hub_tf1.build_graph`` + ``export_meta_graph``
                (both graph variants); TF2: tracing the functions (what
@@ -119,7 +122,7 @@ def install() -> None:
     def ck_entry(path):
         return REPORT["checkpoints"].setdefault(str(path), {
             "opens": 0, "values_calls": 0, "seconds": 0.0, "rchar": 0, "values_rchar": 0,
-            "size": os.path.getsize(path)})
+            "maps": 0, "map_seconds": 0.0, "map_rchar": 0, "size": os.path.getsize(path)})
 
     def on_init(seconds, rchar, args, kwargs):
         current["path"] = str(args[1])
@@ -148,6 +151,36 @@ def install() -> None:
     _timed(checkpoint.Checkpoint, "__init__", on_init)
     _timed(checkpoint.Checkpoint, "check", on_read(None))
     _timed(checkpoint.Checkpoint, "values", on_read("values_calls"))
+
+    real_read_once = checkpoint.read_once
+
+    def read_once(path, *args, **kwargs):
+        current["read_once"] = str(path)
+        try:
+            return real_read_once(path, *args, **kwargs)
+        finally:
+            current["read_once"] = None
+
+    checkpoint.read_once = read_once
+
+    def on_map(seconds, rchar, args, kwargs):
+        if current.get("read_once"):
+            e = ck_entry(current["read_once"])
+            e["maps"] += 1
+            e["map_seconds"] += seconds
+            e["map_rchar"] += rchar
+        _add(_STATE["task"], "restore_s", seconds)
+        _add(_STATE["task"], "restore_rchar", rchar)
+
+    _timed(checkpoint, "map_values_file", on_map)
+
+    def on_write_values(seconds, rchar, args, kwargs):
+        if current.get("read_once"):
+            e = ck_entry(current["read_once"])
+            e["seconds"] += seconds
+        _add(_STATE["task"], "restore_s", seconds)
+
+    _timed(checkpoint, "write_values_file", on_write_values)
 
     def on_requests(seconds, rchar, args, kwargs):
         _add(_STATE["task"], "restore_s", seconds)

@@ -125,11 +125,12 @@ def _instrumented(report_dir: Path, args, sample=0.25):
     merged["tf_anywhere"] = False
     for r in reports:
         for path, c in r["checkpoints"].items():
-            m = merged["checkpoints"].setdefault(path, {"opens": 0, "values_calls": 0,
-                                                        "seconds": 0.0, "rchar": 0,
-                                                        "values_rchar": 0, "size": c["size"]})
-            for k in ("opens", "values_calls", "seconds", "rchar", "values_rchar"):
-                m[k] += c[k]
+            keys = ("opens", "values_calls", "seconds", "rchar", "values_rchar", "maps",
+                    "map_seconds", "map_rchar")
+            m = merged["checkpoints"].setdefault(path, dict.fromkeys(keys, 0))
+            m["size"] = c["size"]
+            for k in keys:
+                m[k] += c.get(k, 0)
         merged["tasks"] += r["tasks"]
         merged["targets"] += r["targets"]
         merged["errors"] += r["errors"]
@@ -203,15 +204,20 @@ def run(rows, details, context):
     for path, c in sorted(report["checkpoints"].items()):
         name = Path(path).parent.name.rsplit("-", 1)[0]
         ok = ok and c["opens"] == 1 and c["values_calls"] == 1
-        once.append("%s: opened %d x, values read %d x (%.2f x its %s bytes)"
+        once.append("%s: opened %d x, values read %d x (%.2f x its %s bytes); values file "
+                    "mapped by %d more worker(s)"
                     % (name, c["opens"], c["values_calls"], c["values_rchar"] / c["size"],
-                       fmt(c["size"])))
+                       fmt(c["size"]), c["maps"] - c["values_calls"]))
         if c["opens"] > 1:
             extra_reads.append((name, c))
     for name, f in sorted(report["fetch"].items()):
         once.append("%s tarball verified %d x (%.2f x its size read)"
                     % (name, f["calls"], f["rchar"] / f["tarball_size"]))
-    note = "bytes: /proc/self/io rchar around each stage call, summed over processes."
+    note = ("bytes: /proc/self/io rchar around each stage call, summed over processes. The "
+            "first worker to need a checkpoint reads and checks it and writes its values to a "
+            "values file; the other workers memory-map that file (build.py, "
+            "checkpoint.read_once): mapping took %s s in all."
+            % fmt(sum(c["map_seconds"] for c in report["checkpoints"].values())))
     if extra_reads:
         tasks = report["tasks"]
         startup = sum(t["startup_s"] + t["tf_import_s"] for t in tasks)
@@ -274,8 +280,8 @@ def run(rows, details, context):
                                                 fmt(f["rchar"])))
     if report["tasks"]:
         lines += ["", "Per worker task (seconds; start-up = process start to the pool's "
-                  "initializer; checkpoint = open + check + read values + the net's variable "
-                  "list):", "",
+                  "initializer; checkpoint = open + check + read values + writing the values "
+                  "file, or mapping it, + the net's variable list):", "",
                   "| spec | modules | start-up | TF import | checkpoint read | modules total | "
                   "task total | peak RSS |", "|---|---|---|---|---|---|---|---|"]
         by_pid = {}
@@ -288,12 +294,13 @@ def run(rows, details, context):
                 fmt(by_pid.get(t["pid"], 0.0)), fmt(t["seconds"]), mib(t["peak_rss"])))
     lines += ["", "Checkpoint reads (all processes):", "",
               "| checkpoint | bytes | opened | values read | seconds | bytes read by values() | "
-              "bytes read by open + check + values (incl. lazily imported Python modules) |",
-              "|---|---|---|---|---|---|---|"]
+              "bytes read by open + check + values (incl. lazily imported Python modules) | "
+              "values file mapped (incl. by the reader) | seconds mapping |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for path, c in sorted(report["checkpoints"].items()):
-        lines.append("| %s | %s | %d | %d | %s | %s | %s |" % (
+        lines.append("| %s | %s | %d | %d | %s | %s | %s | %d | %s |" % (
             Path(path).name, fmt(c["size"]), c["opens"], c["values_calls"], fmt(c["seconds"]),
-            fmt(c["values_rchar"]), fmt(c["rchar"])))
+            fmt(c["values_rchar"]), fmt(c["rchar"]), c["maps"], fmt(c["map_seconds"])))
     lines += ["", "Per module (seconds; peak RSS is the high-water mark of the process "
               "while that module was built, its spec's checkpoint values being in memory):", "",
               "| module | format | graph construction | variables from checkpoint | writing | "

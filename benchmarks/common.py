@@ -67,6 +67,8 @@ class ChildResult:
         every ``sample`` seconds (bytes; 0 if sampling was off).
       io: the child's /proc/<pid>/io counters at exit (rchar, read_bytes, ...).
       stdout, stderr: captured text.
+      cpu: user + system CPU time of the child and its reaped descendants
+        (wait4), seconds.
     """
 
     argv: list
@@ -77,6 +79,7 @@ class ChildResult:
     io: dict
     stdout: str
     stderr: str
+    cpu: float = 0.0
 
 
 def _read_io(pid: int) -> dict:
@@ -169,7 +172,7 @@ def run_child(argv, *, env=None, cwd=None, sample: float = 0.0, timeout: float =
         out_f.seek(0)
         err_f.seek(0)
         result = ChildResult(argv, proc.returncode, wall, usage.ru_maxrss * 1024, peak[0], io,
-                             out_f.read(), err_f.read())
+                             out_f.read(), err_f.read(), usage.ru_utime + usage.ru_stime)
     finally:
         out_f.close()
         err_f.close()
@@ -323,11 +326,26 @@ def machine_description() -> dict:
         "tensorflow": _version("tensorflow"),
         "tensorflow_hub": _version("tensorflow-hub"),
         "tf_keras": _version("tf-keras"),
-        "hubexport": _version("hubexport"),
+        "hubexport": "%s (bytecode %s)" % (_version("hubexport"), _bytecode_state()),
         "requests": _version("requests"),
         "curl": _first_line(["curl", "--version"]) if shutil.which("curl") else "unavailable",
         "coreutils": _first_line(["sha384sum", "--version"]),
     }
+
+
+def _bytecode_state() -> str:
+    """Whether every module of the hubexport package has an up-to-date .pyc."""
+    import importlib.util
+
+    sources = sorted((REPO / "hubexport").rglob("*.py"))
+    stale = [p for p in sources
+             if not Path(importlib.util.cache_from_source(str(p))).exists()
+             or Path(importlib.util.cache_from_source(str(p))).stat().st_mtime
+             < p.stat().st_mtime]
+    if not stale:
+        return "compiled, as after `pip install`"
+    return "NOT compiled for %d of %d modules: start-up includes compiling them" % (
+        len(stale), len(sources))
 
 
 def _cpu_busy_ticks() -> tuple[int, int]:
@@ -415,6 +433,12 @@ class LoopbackServer:
             raise RuntimeError("benchmark HTTP server did not start: %r" % line)
         self.base_url = "http://127.0.0.1:%d" % int(line.split()[1])
         return self
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far, seconds."""
+        stat = Path("/proc/%d/stat" % self.proc.pid).read_text()
+        fields = stat[stat.rfind(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc):
         self.proc.terminate()

@@ -12,6 +12,8 @@ Calls :func:`hubexport.fetch.fetch_tarball` (the download-and-verify part of
   io           deltas of /proc/self/io over the call (rchar: bytes passed
                through read syscalls on files -- socket receives are not
                counted -- and read_bytes: bytes fetched from the block device)
+  cpu          CPU time (user + system, all threads) of this process
+               over the call (s)
   size         bytes of the resulting tarball
 
 With an empty cache this is a download (bytes hashed while they stream in);
@@ -57,6 +59,7 @@ def main(argv):
     os.fsync = timed_fsync
     profiler = cProfile.Profile() if profile_out else None
     before = _io()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -64,6 +67,7 @@ def main(argv):
     if profiler:
         profiler.disable()
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     after = _io()
     if profiler:
         buf = io.StringIO()
@@ -73,7 +77,7 @@ def main(argv):
         with open(profile_out, "w") as f:
             f.write(text[start_at:] if start_at >= 0 else text)
     with open(out_json, "w") as f:
-        json.dump({"seconds": seconds, "fsync": fsync_time[0],
+        json.dump({"seconds": seconds, "fsync": fsync_time[0], "cpu": cpu,
                    "io": {k: after[k] - before[k] for k in after},
                    "size": os.path.getsize(path)}, f)
 

@@ -23,7 +23,12 @@ Worker processes (``jobs``): the parent fetches and verifies each tarball
 once, then hands out tasks to ``jobs`` worker processes (spawned, so no
 TensorFlow state is inherited). A task is either all TF1 Hub format targets
 (versions 1 and 3) of one spec, or one TF2 SavedModel target (versions 4 and
-5); each task runs in a fresh process that reads its checkpoint once.
+5); each task runs in a fresh process. A checkpoint shared by several tasks
+is still read from disk once per build: the first task to need it reads and
+checks it and writes its values to a values file in ``OUT/.hubexport-values-
+<pid>/`` (:func:`hubexport.checkpoint.read_once`); the other tasks
+memory-map that file. The directory is removed when the build ends (or, after
+a crash, by the next build of the same output, which holds the output lock).
 TensorFlow names the functions of a TF2 SavedModel after a process-wide
 counter, so a TF2 module written after other work in the same process gets
 other bytes in ``saved_model.pb``; writing each one in a fresh process makes
@@ -186,6 +191,8 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
     plan = [(spec, spec.targets(version=version, kind=kind)) for spec in unique.values()]
     results = {}
     with filelock.FileLock(str(output / ".hubexport.lock")):
+        for stale in output.glob(_SHARED_PREFIX + "*"):  # of a build killed earlier
+            shutil.rmtree(stale, ignore_errors=True)
         todo_by_spec = []
         for spec, targets in plan:
             for t in targets:  # debris of killed builds, also of targets now up to date
@@ -205,6 +212,9 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
     return [results[t.module_handle] for _, targets in plan for t in targets]
 
 
+_SHARED_PREFIX = ".hubexport-values-"
+
+
 def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
     """Fetches each checkpoint once (here), then writes the targets in worker processes.
 
@@ -221,6 +231,27 @@ def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
         if hub:
             tasks.append((spec, hub, ckpt_path))
         tasks.extend((spec, [t], ckpt_path) for t in todo if t.version.format != "hub")
+    # A checkpoint needed by several tasks is read once, into a values file
+    # in this build's shared directory (module docstring).
+    shared_dir = None
+    if len(set(t[2] for t in tasks)) < len(tasks):
+        shared_dir = output / ("%s%d" % (_SHARED_PREFIX, os.getpid()))
+        shutil.rmtree(shared_dir, ignore_errors=True)
+        try:
+            shared_dir.mkdir()
+        except OSError as e:
+            raise BuildError("cannot create %s: %s; check free space and permissions of %s"
+                             % (shared_dir, e.strerror or e, output)) from None
+    try:
+        return _run_in_workers(tasks, output, jobs, shared_dir)
+    finally:
+        if shared_dir is not None:
+            shutil.rmtree(shared_dir, ignore_errors=True)
+
+
+def _run_in_workers(tasks, output, jobs, shared_dir):
+    """Runs ``tasks`` (spec, targets, checkpoint path) in worker processes; see _run_tasks."""
+    shared = None if shared_dir is None else str(shared_dir)
     results = []
     # max_tasks_per_child=1: every task starts in a fresh process (see the
     # module docstring on TF2 function names).
@@ -237,7 +268,7 @@ def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
 
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output))
+            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output), shared)
                        for spec, targets, ckpt_path in tasks]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -308,14 +339,17 @@ def _terminated(signum, frame):
     os._exit(128 + signum)
 
 
-def _build_task(spec, targets, ckpt_path, output):
-    """In a worker process: reads and checks one checkpoint once, then writes its targets.
+def _build_task(spec, targets, ckpt_path, output, shared_dir=None):
+    """In a worker process: reads and checks one checkpoint, then writes its targets.
 
     Args:
       spec: the :class:`hubexport.specs.ModelSpec`.
       targets: list of its :class:`hubexport.specs.Target` to write.
       ckpt_path: path (str) of the fetched, verified TF V1 checkpoint file.
       output: the output directory (str).
+      shared_dir: None to read the checkpoint here, or the build's directory
+        (str) of values files shared with the other tasks of the checkpoint
+        (:func:`hubexport.checkpoint.read_once`).
 
     Returns:
       list of :class:`BuildResult`, one per target.
@@ -323,22 +357,30 @@ def _build_task(spec, targets, ckpt_path, output):
     global _task_running
     _task_running = True
     try:
-        return _run_task(spec, targets, ckpt_path, output)
+        return _run_task(spec, targets, ckpt_path, output, shared_dir)
     finally:
         _task_running = False
 
 
-def _run_task(spec, targets, ckpt_path, output):
-    from hubexport.checkpoint import Checkpoint
+def _run_task(spec, targets, ckpt_path, output, shared_dir):
+    from hubexport.checkpoint import Checkpoint, read_once
     from hubexport.nets import get_net, variable_requests
     from hubexport.tfimport import import_tensorflow
 
     import_tensorflow()
     output = Path(output)
-    ckpt = Checkpoint(ckpt_path)
     requests = variable_requests(spec.architecture, spec.num_classes)
-    ckpt.check(requests)
-    values = ckpt.values(r.name for r in requests)
+    if shared_dir is None:
+        ckpt = Checkpoint(ckpt_path)
+        ckpt.check(requests)
+        values = ckpt.values(r.name for r in requests)
+    else:
+        try:
+            values = read_once(ckpt_path, requests, shared_dir)
+        except OSError as e:
+            raise BuildError("cannot write the values of %s to %s: %s; check free space and "
+                             "permissions of %s" % (ckpt_path, shared_dir, e.strerror or e,
+                                                    output)) from None
     min_size = get_net(spec.architecture).MIN_IMAGE_SIZE
     results = []
     for target in targets:

@@ -1,13 +1,24 @@
 """The checkpoint stage: read a TF-Slim checkpoint and check it against a net.
 
-Public entry point: :class:`Checkpoint`. It reads TF V1 checkpoints (one file,
-as in TF-Slim's tarballs) and V2 checkpoints (``.index`` + ``.data``) through
-``tf.train.load_checkpoint``. Restoring is strict: every variable a net asks
-for must be present with the same shape and dtype, otherwise one
+Public entry points: :class:`Checkpoint`, and :func:`read_once` for the
+build's worker processes. :class:`Checkpoint` reads TF V1 checkpoints (one
+file, as in TF-Slim's tarballs) and V2 checkpoints (``.index`` + ``.data``)
+through ``tf.train.load_checkpoint``. Restoring is strict: every variable a
+net asks for must be present with the same shape and dtype, otherwise one
 :class:`~hubexport.errors.CheckpointError` lists every problem. Extra
 checkpoint variables (``global_step``, optimizer slots, ``AuxLogits``) are
 ignored.
+
+:func:`read_once` lets several processes share one read: the first reads
+and checks the checkpoint and writes the values to a *values file* (a
+header, then the float32 arrays back to back); the others memory-map that
+file, so its pages are shared and nothing is parsed or copied twice.
 """
+
+import hashlib
+import json
+import os
+import struct
 
 import numpy as np
 
@@ -90,6 +101,120 @@ class Checkpoint:
                 raise CheckpointError("%s: cannot read variable %s (%s)%s"
                                       % (self.path, name, _first_line(e), damaged)) from None
         return out
+
+
+_VALUES_MAGIC = b"HUBXVAL1"
+_ALIGN = 64  # bytes; every array starts at a multiple of this in a values file
+
+
+def read_once(path, requests, shared_dir):
+    """The checked values a net needs from a checkpoint, read from disk once per build.
+
+    Processes calling this with the same checkpoint, requests and
+    ``shared_dir`` take turns under a file lock: the first reads the
+    checkpoint with :class:`Checkpoint`, checks it (:meth:`Checkpoint.check`)
+    and writes the values to a values file in ``shared_dir`` (temporary
+    name, then rename); the others memory-map that file.
+
+    Args:
+      path: the checkpoint path (str or Path).
+      requests: list of :class:`hubexport.nets.layers.VariableRequest`
+        (name, shape); all float32.
+      shared_dir: an existing directory private to this build (the caller
+        creates it and removes it afterwards).
+
+    Returns:
+      dict name -> read-only float32 numpy array of the requested shape,
+      backed by the memory-mapped values file.
+
+    Raises:
+      CheckpointError: as :class:`Checkpoint` and its ``check`` and
+        ``values`` raise.
+      OSError: the values file cannot be written (e.g. disk full).
+    """
+    import filelock
+
+    requests = list(requests)
+    key = hashlib.sha256(json.dumps(
+        [os.path.abspath(str(path))] + [[r.name, list(r.shape)] for r in requests]).encode())
+    values_path = os.path.join(str(shared_dir), key.hexdigest()[:20] + ".values")
+    with filelock.FileLock(values_path + ".lock"):
+        if not os.path.exists(values_path):
+            ckpt = Checkpoint(path)
+            ckpt.check(requests)
+            write_values_file(ckpt.values(r.name for r in requests), values_path)
+    return map_values_file(values_path)
+
+
+def write_values_file(values, path):
+    """Writes float32 arrays to a values file (temporary name, then rename).
+
+    Layout: 8 bytes magic ``HUBXVAL1``, 8 bytes little-endian header length,
+    a JSON header ``[[name, shape, offset], ...]`` (offsets in bytes from
+    the data start), padding to 64 bytes, then each array as little-endian
+    float32 in C order, each starting at a multiple of 64 bytes.
+
+    Args:
+      values: dict name -> numpy array (cast to float32 if needed).
+      path: the file to write (str).
+
+    Raises:
+      OSError: the file cannot be written; no file is left at ``path``.
+    """
+    arrays, index, offset = [], [], 0
+    for name, value in values.items():
+        array = np.asarray(value, dtype="<f4", order="C")  # 0-d stays 0-d
+        arrays.append(array)
+        index.append([name, list(array.shape), offset])
+        offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    header = json.dumps(index).encode()
+    head = _VALUES_MAGIC + struct.pack("<Q", len(header)) + header
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head + b"\0" * (-len(head) % _ALIGN))
+            for array in arrays:
+                f.write(memoryview(array).cast("B"))
+                f.write(b"\0" * (-array.nbytes % _ALIGN))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def map_values_file(path):
+    """Memory-maps a values file written by :func:`write_values_file`.
+
+    Args:
+      path: the values file (str).
+
+    Returns:
+      dict name -> read-only float32 numpy array (pages shared with every
+      other process mapping the same file).
+
+    Raises:
+      CheckpointError: the file is not a complete values file.
+    """
+    data = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)  # plain views below
+    head = bytes(data[:16])
+    if len(head) < 16 or head[:8] != _VALUES_MAGIC:
+        raise CheckpointError("%s: not a values file; delete it and build again" % path)
+    (length,) = struct.unpack("<Q", head[8:])
+    start = 16 + length
+    start += -start % _ALIGN
+    out = {}
+    try:
+        for name, shape, offset in json.loads(bytes(data[16:16 + length])):
+            count = int(np.prod(shape, dtype=np.int64))
+            begin = start + offset
+            if begin + 4 * count > data.size:
+                raise ValueError("%s ends past the end of the file" % name)
+            out[name] = data[begin:begin + 4 * count].view("<f4").reshape(shape)
+    except ValueError as e:
+        raise CheckpointError("%s: damaged values file (%s); delete it and build again"
+                              % (path, e)) from None
+    return out
 
 
 def _first_line(error):
