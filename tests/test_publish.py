@@ -11,73 +11,18 @@ the family's files are never touched.
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
 import pytest
+
+from registry_support import (HANDLE, link_copy, published_family, replace_file, run_cli,
+                              sha256, small_output)
 
 from hubexport import __version__
 from hubexport.errors import PublishError
 
-HANDLE = "google/imagenet/inception_v2/classification"
-SMALL = [("inception_v2", "classification", 3), ("inception_v2", "classification", 5)]
 ALLOWED_TOP = {"saved_model.pb", "saved_model.pbtxt", "tfhub_module.pb", "keras_metadata.pb",
                "fingerprint.pb", "assets", "assets.extra", "variables"}
-
-_PUBLISHED = {}
-
-
-def run_cli(*args, timeout=1800):
-    """Runs ``hubexport ARGS`` in a fresh interpreter; returns the CompletedProcess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "hubexport.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def published_family(family):
-    """(registry Path, publish --json output) of the whole family, published by the CLI."""
-    if "family" not in _PUBLISHED:
-        registry = family.output.parent / "registry"
-        proc = run_cli("publish", family.output, "--registry", registry, "--json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _PUBLISHED["family"] = (registry, json.loads(proc.stdout))
-    return _PUBLISHED["family"]
-
-
-def link_copy(src, dst):
-    """Copies a file or tree as hard links (cheap; replace files to change them)."""
-    if Path(src).is_dir():
-        shutil.copytree(src, dst, copy_function=os.link)
-    else:
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        os.link(src, dst)
-
-
-def small_output(family, root, modules=SMALL):
-    """A build output with some of the family's modules, their cards and stamps."""
-    for arch, kind, version in modules:
-        module = family.module(arch, kind, version)
-        rel = module.relative_to(family.output)
-        link_copy(module, root / rel)
-        link_copy(family.card(arch, kind, version), root / rel.parent / ("%d.md" % version))
-        link_copy(module.parent / (".%d.stamp" % version), root / rel.parent / (".%d.stamp" % version))
-    return root
-
-
-def replace_file(path, data):
-    """Writes ``data`` as a new file at ``path`` (breaking any hard link)."""
-    path = Path(path)
-    path.unlink()
-    path.write_bytes(data)
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 @pytest.fixture(scope="module")
 def template(family, tmp_path_factory):

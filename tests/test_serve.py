@@ -10,18 +10,17 @@ modules) and speak raw HTTP to it.
 """
 
 import hashlib
-import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.parse
 
 import pytest
 
-from test_publish import HANDLE, link_copy, published_family, replace_file, small_output
+from registry_support import (HANDLE, Served, link_copy, published_family, replace_file,
+                              small_output)
 
 from hubexport.errors import PublishError, UsageError
 
@@ -40,45 +39,10 @@ def small_registry(family, tmp_path_factory):
     return root / "registry"
 
 
-class Served:
-    """A RegistryServer running in a thread; ``get(path)`` speaks raw HTTP/1.1."""
-
-    def __init__(self, registry):
-        from hubexport.serve import make_server
-
-        self.server = make_server(registry, port=0)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-        self.url = self.server.url
-        self.port = self.server.server_address[1]
-
-    def request(self, method, path):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            conn.endheaders()
-            response = conn.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            conn.close()
-
-    def get(self, path):
-        return self.request("GET", path)
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def served(small_registry):
-    server = Served(small_registry)
-    try:
+    with Served(small_registry) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _entry(registry, module_handle):
@@ -159,22 +123,18 @@ def test_a_damaged_registry_is_refused_at_start(small_registry, tmp_path):
 def test_an_archive_changed_while_serving_gets_500_not_its_bytes(small_registry, tmp_path):
     registry = tmp_path / "registry"
     link_copy(small_registry, registry)
-    server = Served(registry)
-    try:
+    with Served(registry) as server:
         assert server.get("/%s/5?tf-hub-format=compressed" % HANDLE)[0] == 200
         archive = registry / HANDLE / "5.tar.gz"
         replace_file(archive, b"\0" * archive.stat().st_size)
         status, _, body = server.get("/%s/5?tf-hub-format=compressed" % HANDLE)
         assert status == 500 and b"no longer matches index.json" in body
-    finally:
-        server.stop()
 
 
 def test_an_index_edited_while_serving_is_not_trusted(small_registry, tmp_path):
     registry = tmp_path / "registry"
     link_copy(small_registry, registry)
-    server = Served(registry)
-    try:
+    with Served(registry) as server:
         good = (registry / "index.json").read_bytes()
         index = json.loads(good)
         index["modules"] = index["modules"][:1]  # drop v5, keep the old digest
@@ -182,16 +142,13 @@ def test_an_index_edited_while_serving_is_not_trusted(small_registry, tmp_path):
         status, _, body = server.get("/index.json")
         assert (status, body) == (200, good)  # still the index it checked
         assert server.get("/%s/5?tf-hub-format=compressed" % HANDLE)[0] == 200
-    finally:
-        server.stop()
 
 
 def test_symlinks_out_of_the_registry_are_not_followed(small_registry, tmp_path):
     registry = tmp_path / "registry"
     link_copy(small_registry, registry)
     secret = small_registry.parent / "secret.txt"
-    server = Served(registry)
-    try:
+    with Served(registry) as server:
         doc = registry / _entry(registry, HANDLE + "/3")["doc"]
         doc.unlink()
         doc.symlink_to(secret)
@@ -203,8 +160,6 @@ def test_symlinks_out_of_the_registry_are_not_followed(small_registry, tmp_path)
             status, _, body = server.get(path)
             assert status == 500 and b"leads outside the registry" in body, path
             assert SECRET.encode() not in body
-    finally:
-        server.stop()
 
 
 def test_publishing_into_a_served_registry_is_picked_up(family, tmp_path):
@@ -212,16 +167,13 @@ def test_publishing_into_a_served_registry_is_picked_up(family, tmp_path):
 
     output = small_output(family, tmp_path / "out", [("inception_v2", "feature_vector", 1)])
     publish(output, tmp_path / "registry")
-    server = Served(tmp_path / "registry")
-    try:
+    with Served(tmp_path / "registry") as server:
         fv, cls = "google/imagenet/inception_v2/feature_vector/1", HANDLE + "/1"
         assert server.get("/%s?tf-hub-format=compressed" % cls)[0] == 404
         publish(small_output(family, tmp_path / "out2", [("inception_v2", "classification", 1)]),
                 tmp_path / "registry")
         assert server.get("/%s?tf-hub-format=compressed" % cls)[0] == 200
         assert server.get("/%s?tf-hub-format=compressed" % fv)[0] == 200
-    finally:
-        server.stop()
 
 
 # --- every module of the family through tensorflow_hub's own resolver -----------

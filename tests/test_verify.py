@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from test_publish import HANDLE, link_copy, published_family, replace_file, small_output
+from registry_support import (HANDLE, Served, link_copy, published_family, replace_file,
+                              small_output)
 
 from hubexport.errors import UsageError, VerificationError
 
@@ -186,10 +187,8 @@ def test_served_modules_verify_over_http(family):
     whole served registry.)
     """
     registry, _ = published_family(family)
-    from test_serve import Served
 
-    server = Served(registry)
-    try:
+    with Served(registry) as server:
         for version in (1, 3, 4, 5):
             url = "%s/google/imagenet/inception_v2/feature_vector/%d" % (server.url, version)
             report = verify(url, family)
@@ -198,21 +197,15 @@ def test_served_modules_verify_over_http(family):
             assert names == ["download", "archive"] + CHECKS
         with pytest.raises(UsageError, match="is not /<handle>/<version> of a module the specs"):
             verify(server.url + "/google/imagenet/inception_v2/classification/7", family)
-    finally:
-        server.stop()
 
 
 def test_a_handle_the_server_does_not_have_fails_verification(family, tmp_path):
     from hubexport.publish import publish
-    from test_serve import Served
 
     output = small_output(family, tmp_path / "out", [("inception_v2", "classification", 3)])
     publish(output, tmp_path / "registry")
-    server = Served(tmp_path / "registry")
-    try:
+    with Served(tmp_path / "registry") as server:
         report = verify(server.url + "/" + HANDLE + "/4", family)
-    finally:
-        server.stop()
     assert not report.ok
     (failure,) = report.modules[0].failures
     assert failure.startswith("download: HTTP 404 for %s/%s/4?tf-hub-format=compressed: "

@@ -32,6 +32,13 @@ def _build(sb, standins, mirror, *extra, limit):
     return result, outside
 
 
+def _assert_no_partial_files_and_no_module(sb, standins) -> int:
+    """Asserts: no partial file in the cache or output, no module; returns their count (0)."""
+    partial = _partial_cache_files(sb, standins) + len(rs.leftovers(sb.cache, sb.out))
+    assert partial == 0 and not (sb.out / rs.HANDLE_DIR / "3").exists()
+    return partial
+
+
 def _partial_cache_files(sb, standins) -> int:
     """Files at a final cache path that are not the verified tarball / complete member."""
     bad = 0
@@ -53,9 +60,7 @@ def test_disk_full_while_downloading(mirror, standins, sandbox, case):
                                        % rs.re.escape(FILENAME), r"deleted", r"free some space")
     downloads = sorted(p.name for p in (sandbox.cache / "downloads").iterdir())
     assert downloads == [FILENAME + ".lock"], downloads
-    partial = _partial_cache_files(sandbox, standins) + len(rs.leftovers(sandbox.cache,
-                                                                         sandbox.out))
-    assert partial == 0 and not (sandbox.out / rs.HANDLE_DIR / "3").exists()
+    partial = _assert_no_partial_files_and_no_module(sandbox, standins)
     case.trial(True, bytes_outside=outside, partial_modules=partial,
                observed="`%s`" % rs.shorten(line, sandbox, 220))
 
@@ -72,9 +77,7 @@ def test_disk_full_while_extracting(standins, sandbox, case):
                                        r"File too large", r"free some space")
     left = [p for p in (sandbox.cache / "checkpoints").rglob("*") if not p.name.endswith(".lock")]
     assert left == [], left
-    partial = _partial_cache_files(sandbox, standins) + len(rs.leftovers(sandbox.cache,
-                                                                         sandbox.out))
-    assert partial == 0 and not (sandbox.out / rs.HANDLE_DIR / "3").exists()
+    partial = _assert_no_partial_files_and_no_module(sandbox, standins)
     case.trial(True, bytes_outside=outside, partial_modules=partial,
                observed="`%s`" % rs.shorten(line, sandbox, 220))
 

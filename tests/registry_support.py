@@ -1,0 +1,107 @@
+"""Helpers shared by the registry tests (test_publish, test_serve, test_verify).
+
+Build outputs made of hard-linked copies of the session's family, the
+family published once by the real CLI, and a registry server in a thread.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+HANDLE = "google/imagenet/inception_v2/classification"
+SMALL = [("inception_v2", "classification", 3), ("inception_v2", "classification", 5)]
+
+_PUBLISHED = {}
+
+
+def run_cli(*args, timeout=1800):
+    """Runs ``hubexport ARGS`` in a fresh interpreter; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "hubexport.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def published_family(family):
+    """(registry Path, publish --json output) of the whole family, published by the CLI."""
+    if "family" not in _PUBLISHED:
+        registry = family.output.parent / "registry"
+        proc = run_cli("publish", family.output, "--registry", registry, "--json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _PUBLISHED["family"] = (registry, json.loads(proc.stdout))
+    return _PUBLISHED["family"]
+
+
+def link_copy(src, dst):
+    """Copies a file or tree as hard links (cheap; replace files to change them)."""
+    if Path(src).is_dir():
+        shutil.copytree(src, dst, copy_function=os.link)
+    else:
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, dst)
+
+
+def small_output(family, root, modules=SMALL):
+    """A build output with some of the family's modules, their cards and stamps."""
+    for arch, kind, version in modules:
+        module = family.module(arch, kind, version)
+        rel = module.relative_to(family.output)
+        link_copy(module, root / rel)
+        link_copy(family.card(arch, kind, version), root / rel.parent / ("%d.md" % version))
+        link_copy(module.parent / (".%d.stamp" % version), root / rel.parent / (".%d.stamp" % version))
+    return root
+
+
+def replace_file(path, data):
+    """Writes ``data`` as a new file at ``path`` (breaking any hard link)."""
+    path = Path(path)
+    path.unlink()
+    path.write_bytes(data)
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class Served:
+    """A RegistryServer running in a thread; ``get(path)`` speaks raw HTTP/1.1."""
+
+    def __init__(self, registry):
+        from hubexport.serve import make_server
+
+        self.server = make_server(registry, port=0)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+        self.url = self.server.url
+        self.port = self.server.server_address[1]
+
+    def request(self, method, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            conn.endheaders()
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
