@@ -20,6 +20,7 @@ second read. This module never imports TensorFlow.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import errno
@@ -37,19 +38,18 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 from urllib.parse import urljoin, urlsplit
 from urllib.request import url2pathname
 
 import filelock
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 from tqdm import tqdm
-from urllib3.util.retry import Retry
 
 from hubexport import __version__
 from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "default_cache_dir",
@@ -73,6 +73,8 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 MAX_REDIRECTS = 10
 MAX_RESUMES = 20  # most interrupted responses resumed per download, progress or not
 CHUNK_BYTES = 1 << 20  # bytes per read/write
+HASH_QUEUE_CHUNKS = 16  # chunks received but not yet hashed, at most (memory: 16 MiB)
+FLUSH_BYTES = 32 << 20  # bytes written between two fdatasync calls of a download
 LOCK_TIMEOUT = -1.0  # seconds to wait for another process's download; -1 = forever
 
 # Size bounds (bytes). A download whose size the spec does not pin stops at
@@ -398,10 +400,14 @@ def _verify_existing(path: Path, expected: _Expected) -> None:
 class _Sink:
     """Writes bytes to an open file while hashing them, never past a limit.
 
-    Hashing is pipelined: chunk N is hashed on a helper thread (hashlib
-    releases the GIL) while chunk N+1 is received and written, so verifying
-    costs no extra time when the network is at least as fast as the hash.
-    At most one chunk is waiting to be hashed.
+    Hashing is pipelined: chunks are hashed in order on a helper thread
+    (hashlib releases the GIL) while the next ones are received and written,
+    so verifying costs no extra time when the network is at least as fast as
+    the hash. At most ``HASH_QUEUE_CHUNKS`` chunks wait to be hashed. Every
+    ``FLUSH_BYTES`` the receiving thread also asks the kernel to write the
+    file so far to disk (``fdatasync``), while the hash thread works through
+    its queue: the final ``fsync`` that makes the download durable then has
+    little left to write.
     """
 
     def __init__(self, f: BinaryIO, path: Path, expected: _Expected, source: str):
@@ -414,17 +420,17 @@ class _Sink:
         self.prefix = 0  # bytes taken over from an earlier .part and still in use
         self._hashing = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="hubexport-hash")
-        self._pending: concurrent.futures.Future | None = None
+        self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._unflushed = 0  # bytes written since the last fdatasync
 
-    def _drain(self) -> None:
-        """Waits until every chunk handed to the hash thread is hashed."""
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+    def _drain(self, keep: int = 0) -> None:
+        """Waits until at most ``keep`` chunks handed to the hash thread are not yet hashed."""
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
 
     def _update(self, chunk: bytes) -> None:
-        self._drain()
-        self._pending = self._hashing.submit(self.hasher.update, chunk)
+        self._drain(keep=HASH_QUEUE_CHUNKS - 1)
+        self._pending.append(self._hashing.submit(self.hasher.update, chunk))
 
     def restart(self) -> None:
         """Truncates the file and forgets everything written."""
@@ -461,6 +467,11 @@ class _Sink:
                              f"pin checkpoint.size in the spec or {MIRROR_HINT}")
         try:
             self.f.write(chunk)
+            self._unflushed += len(chunk)
+            if self._unflushed >= FLUSH_BYTES:
+                self.f.flush()
+                os.fdatasync(self.f.fileno())
+                self._unflushed = 0
         except OSError as exc:
             raise _PartWriteError.of(self.path, exc) from None
         self._update(chunk)
@@ -570,7 +581,20 @@ class _Transient(Exception):
     """A body-phase failure worth resuming after (dropped connection, short body)."""
 
 
+def _http():
+    """requests and urllib3, imported on first use: commands that find the tarball in the
+    cache never pay for importing them (about 60 ms of start-up)."""
+    import requests
+    import urllib3
+
+    return requests, urllib3
+
+
 def _make_session() -> requests.Session:
+    requests, _ = _http()
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
     retry = Retry(
         total=RETRIES,
         backoff_factor=BACKOFF,
@@ -617,6 +641,7 @@ def _oneline(exc: BaseException, limit: int = 300) -> str:
 
 def _describe_request_error(exc: BaseException) -> str:
     """A short reason for a failed request (requests wraps urllib3's MaxRetryError)."""
+    requests, urllib3 = _http()
     reason: BaseException = exc
     if exc.args and isinstance(exc.args[0], urllib3.exceptions.MaxRetryError):
         reason = exc.args[0].reason or exc.args[0]
@@ -636,6 +661,7 @@ def _describe_request_error(exc: BaseException) -> str:
 
 def _describe_body_error(exc: BaseException) -> str:
     """A short reason for a response body that stopped early."""
+    requests, urllib3 = _http()
     if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError,
                         requests.exceptions.Timeout)):
         return f"no data for {READ_TIMEOUT} s"
@@ -727,6 +753,7 @@ class _Download:
 
     def _request(self, offset: int) -> tuple[requests.Response, str]:
         """GETs the URL (from ``offset``), following redirects by hand."""
+        requests, urllib3 = _http()
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         url = self.url
         for _ in range(MAX_REDIRECTS + 1):
@@ -769,6 +796,7 @@ class _Download:
 
     def _attempt(self) -> None:
         """One request; raises _Transient if the body ended early."""
+        requests, urllib3 = _http()
         sink, bar = self.sink, self.bar
         offset = sink.count
         resp, url = self._request(offset)
