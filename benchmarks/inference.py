@@ -62,7 +62,7 @@ def run(rows, details, context):
     if "modules" not in context:
         raise RuntimeError("figure 5 needs the modules built by the build section (run it too)")
     batch = 2 if QUICK else 16
-    reps = 2 if QUICK else 5
+    reps = 2 if QUICK else 9
     lines = ["Batch %d at the default image size (224 / 299 pixels), %d interleaved rounds "
              "after a warm-up call per candidate; medians. TensorFlow's default thread pools "
              "(all %s cores)." % (batch, reps, "2"), ""]

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 
-WARMUP = 1  # untimed calls per candidate (the first one traces and optimizes the graph)
+WARMUP = 2  # untimed calls per candidate (the first one traces and optimizes the graph)
 
 
 def op_histogram(concrete_function) -> dict:
