@@ -122,6 +122,12 @@ def _clean_leftovers(parent, version):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
 
 
+def _disk_error(action, path, reason, where):
+    """The BuildError for a failed write: ``cannot ACTION PATH: REASON; check ... of WHERE``."""
+    return BuildError("cannot %s %s: %s; check free space and permissions of %s"
+                      % (action, path, reason, where))
+
+
 def _write_atomic(path, text):
     """Writes ``path`` by rename; raises BuildError (leaving no temp file) if it cannot."""
     tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
@@ -131,8 +137,7 @@ def _write_atomic(path, text):
     except OSError as e:
         if tmp.exists():
             tmp.unlink()
-        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
-                         % (path, e.strerror or e, path.parent)) from None
+        raise _disk_error("write", path, e.strerror or e, path.parent) from None
 
 
 def _tf_write_error(error):
@@ -240,8 +245,7 @@ def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
         try:
             shared_dir.mkdir()
         except OSError as e:
-            raise BuildError("cannot create %s: %s; check free space and permissions of %s"
-                             % (shared_dir, e.strerror or e, output)) from None
+            raise _disk_error("create", shared_dir, e.strerror or e, output) from None
     try:
         return _run_in_workers(tasks, output, jobs, shared_dir)
     finally:
@@ -363,24 +367,18 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None):
 
 
 def _run_task(spec, targets, ckpt_path, output, shared_dir):
-    from hubexport.checkpoint import Checkpoint, read_once
+    from hubexport.checkpoint import read_once
     from hubexport.nets import get_net, variable_requests
     from hubexport.tfimport import import_tensorflow
 
     import_tensorflow()
     output = Path(output)
     requests = variable_requests(spec.architecture, spec.num_classes)
-    if shared_dir is None:
-        ckpt = Checkpoint(ckpt_path)
-        ckpt.check(requests)
-        values = ckpt.values(r.name for r in requests)
-    else:
-        try:
-            values = read_once(ckpt_path, requests, shared_dir)
-        except OSError as e:
-            raise BuildError("cannot write the values of %s to %s: %s; check free space and "
-                             "permissions of %s" % (ckpt_path, shared_dir, e.strerror or e,
-                                                    output)) from None
+    try:
+        values = read_once(ckpt_path, requests, shared_dir)
+    except OSError as e:  # writing the values file
+        raise _disk_error("write the values of %s to" % ckpt_path, shared_dir,
+                          e.strerror or e, output) from None
     min_size = get_net(spec.architecture).MIN_IMAGE_SIZE
     results = []
     for target in targets:
@@ -415,14 +413,12 @@ def _write_target(spec, target, values, output, min_size):
         else:
             os.replace(tmp, module_dir)
     except OSError as e:
-        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
-                         % (module_dir, e.strerror or e, parent)) from None
+        raise _disk_error("write", module_dir, e.strerror or e, parent) from None
     except Exception as e:  # TensorFlow's I/O errors are not OSErrors
         reason = _tf_write_error(e)
         if reason is None:
             raise
-        raise BuildError("cannot write %s: %s; check free space and permissions of %s"
-                         % (module_dir, reason, parent)) from None
+        raise _disk_error("write", module_dir, reason, parent) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -107,25 +107,26 @@ _VALUES_MAGIC = b"HUBXVAL1"
 _ALIGN = 64  # bytes; every array starts at a multiple of this in a values file
 
 
-def read_once(path, requests, shared_dir):
+def read_once(path, requests, shared_dir=None):
     """The checked values a net needs from a checkpoint, read from disk once per build.
 
-    Processes calling this with the same checkpoint, requests and
-    ``shared_dir`` take turns under a file lock: the first reads the
-    checkpoint with :class:`Checkpoint`, checks it (:meth:`Checkpoint.check`)
-    and writes the values to a values file in ``shared_dir`` (temporary
-    name, then rename); the others memory-map that file.
+    Reads the checkpoint with :class:`Checkpoint` and checks it
+    (:meth:`Checkpoint.check`). With a ``shared_dir``, processes calling this
+    with the same checkpoint, requests and ``shared_dir`` take turns under a
+    file lock: the first reads and checks, and writes the values to a values
+    file in ``shared_dir`` (temporary name, then rename); the others
+    memory-map that file.
 
     Args:
       path: the checkpoint path (str or Path).
       requests: list of :class:`hubexport.nets.layers.VariableRequest`
         (name, shape); all float32.
-      shared_dir: an existing directory private to this build (the caller
-        creates it and removes it afterwards).
+      shared_dir: None (a single reader), or an existing directory private
+        to this build (the caller creates it and removes it afterwards).
 
     Returns:
-      dict name -> read-only float32 numpy array of the requested shape,
-      backed by the memory-mapped values file.
+      dict name -> float32 numpy array of the requested shape; with a
+      ``shared_dir``, read-only and backed by the memory-mapped values file.
 
     Raises:
       CheckpointError: as :class:`Checkpoint` and its ``check`` and
@@ -135,15 +136,21 @@ def read_once(path, requests, shared_dir):
     import filelock
 
     requests = list(requests)
+    if shared_dir is None:
+        return _read_checked(path, requests)
     key = hashlib.sha256(json.dumps(
         [os.path.abspath(str(path))] + [[r.name, list(r.shape)] for r in requests]).encode())
     values_path = os.path.join(str(shared_dir), key.hexdigest()[:20] + ".values")
     with filelock.FileLock(values_path + ".lock"):
         if not os.path.exists(values_path):
-            ckpt = Checkpoint(path)
-            ckpt.check(requests)
-            write_values_file(ckpt.values(r.name for r in requests), values_path)
+            write_values_file(_read_checked(path, requests), values_path)
     return map_values_file(values_path)
+
+
+def _read_checked(path, requests):
+    ckpt = Checkpoint(path)
+    ckpt.check(requests)
+    return ckpt.values(r.name for r in requests)
 
 
 def write_values_file(values, path):

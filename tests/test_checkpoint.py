@@ -94,3 +94,17 @@ def test_read_once_checks_the_checkpoint(tmp_path):
                        r"\[3, 3, 3, 6\].*Net/missing missing|Net/missing missing"):
         read_once(ckpt, requests, tmp_path)
     assert not list(tmp_path.glob("*.values"))
+
+
+def test_read_once_without_a_shared_dir_reads_directly(tmp_path):
+    values = _values()
+    ckpt = tmp_path / "model.ckpt"
+    write_v1_checkpoint(values, ckpt)
+    requests = [VariableRequest(name, value.shape) for name, value in values.items()]
+    got = read_once(ckpt, requests)
+    assert list(got) == list(values)
+    for name, value in values.items():
+        np.testing.assert_array_equal(got[name], value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt"]  # no values file
+    with pytest.raises(CheckpointError, match=r"Net/missing missing"):
+        read_once(ckpt, requests + [VariableRequest("Net/missing", (1,))])
