@@ -379,7 +379,7 @@ def _run_task(spec, targets, ckpt_path, output, shared_dir):
     except OSError as e:  # writing the values file
         raise _disk_error("write the values of %s to" % ckpt_path, shared_dir,
                           e.strerror or e, output) from None
-    min_size = get_net(spec.architecture).MIN_IMAGE_SIZE
+    min_size = get_net(spec.architecture).min_image_size
     results = []
     for target in targets:
         started = time.monotonic()
@@ -401,7 +401,8 @@ def _write_target(spec, target, values, output, min_size):
     num_classes = spec.num_classes if target.kind == "classification" else None
     try:
         write_module(spec.architecture, target.version, values, tmp,
-                     num_classes=num_classes, image_size=spec.image_size)
+                     num_classes=num_classes, image_size=spec.image_size,
+                     input_mapping=spec.input_mapping)
         card_text = render_card(target, min_size)
         if stamp.exists():
             stamp.unlink()
@@ -460,27 +461,32 @@ def build_record(target):
     }
 
 
-def write_module(architecture, version_spec, values, out_dir, *, num_classes, image_size):
+def write_module(architecture, version_spec, values, out_dir, *, num_classes, image_size,
+                 input_mapping):
     """Writes one module directory with the writer of its format.
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
       version_spec: a :class:`hubexport.specs.VersionSpec` (format, input
         size, signatures).
       values: dict variable name -> numpy float32 array.
       out_dir: directory to create.
-      num_classes: 1001, or None for a feature_vector module.
+      num_classes: the checkpoint's class count, or None for a
+        feature_vector module.
       image_size: default image size in pixels.
+      input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's).
     """
     if version_spec.format == "hub":
         from hubexport.formats.hub_tf1 import write_hub_module
 
         write_hub_module(architecture, values, str(out_dir), num_classes=num_classes,
                          image_size=image_size, input_size=version_spec.input_size,
-                         signatures=list(version_spec.signatures))
+                         signatures=list(version_spec.signatures),
+                         input_mapping=input_mapping)
     else:
         from hubexport.formats.saved_model_2 import write_saved_model_2
 
         write_saved_model_2(architecture, values, str(out_dir), num_classes=num_classes,
                             image_size=image_size,
-                            serving_default="serving_default" in version_spec.signatures)
+                            serving_default="serving_default" in version_spec.signatures,
+                            input_mapping=input_mapping)

@@ -32,11 +32,10 @@ from typing import Any, Callable, NoReturn
 import yaml
 
 from hubexport.errors import SpecError, UsageError
+from hubexport.nets import ARCHITECTURES, InputMapping
 
 # Publisher of every handle (FACTS.md: google/imagenet/NAME/KIND/VERSION).
 PUBLISHER = "google"
-# Architectures hubexport/nets/ defines.
-ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
 # Module kinds of the family (FACTS.md, "The published module family").
 KINDS = ("classification", "feature_vector")
 # Module formats: TF1 Hub format (hub.Module) and TF2 SavedModel (hub.load).
@@ -186,8 +185,10 @@ class ModelSpec:
         checkpoint: where the checkpoint tarball comes from.
         image_size: default (or fixed) input height and width in pixels.
         num_classes: number of logits of the classifier (1001 for ImageNet
-            with background class).
+            with background class; 1000 for the ResNet V1 checkpoints).
         feature_size: length of the feature vector (float32 values).
+        input_mapping: how module inputs in [0, 1] become the checkpoint's
+            input range (``x -> multiply * x - subtract``).
         card: model-specific card text.
         modules: kind -> ModuleFamily, in ``KINDS`` order.
         source: the YAML file the spec was read from.
@@ -201,6 +202,7 @@ class ModelSpec:
     image_size: int
     num_classes: int
     feature_size: int
+    input_mapping: InputMapping
     card: CardInfo
     modules: dict[str, ModuleFamily] = dataclasses.field(hash=False)
     source: pathlib.Path
@@ -414,9 +416,11 @@ class _MapOf:
 
 @dataclasses.dataclass(frozen=True)
 class _ListOf:
-    """A list (possibly empty) of distinct ``item`` scalars."""
+    """A list (possibly empty) of ``item`` scalars: distinct ones, or exactly ``length``."""
 
     item: _Scalar
+    distinct: bool = True
+    length: int | None = None
 
 
 def _one_of(allowed: tuple[str, ...], noun: str) -> Callable[[Any], str | None]:
@@ -475,6 +479,10 @@ def _check_rel_path(value: str) -> str | None:
     return None
 
 
+def _finite(value: float) -> str | None:
+    return None if value == value and abs(value) != float("inf") else "must be a finite number"
+
+
 def _check_text(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
@@ -491,7 +499,7 @@ _VERSION = _Fields({
 
 _SCHEMA = _Fields({
     "name": _Scalar("str", _matches(_NAME, "a name of lower-case letters, digits and '_'")),
-    "architecture": _Scalar("str", _one_of(ARCHITECTURES, "architecture")),
+    "architecture": _Scalar("str", _one_of(tuple(ARCHITECTURES), "architecture")),
     "display_name": _STR,
     "scope": _Scalar("str", _matches(_SCOPE, "a variable scope name")),
     "checkpoint": _Fields({
@@ -504,6 +512,10 @@ _SCHEMA = _Fields({
     "image_size": _POSITIVE,
     "num_classes": _POSITIVE,
     "feature_size": _POSITIVE,
+    "input_mapping": _Fields({
+        "multiply": _Scalar("float", _finite),
+        "subtract": _ListOf(_Scalar("float", _finite), distinct=False, length=3),
+    }),
     "card": _Fields({
         "network_architecture": _Scalar(
             "str", _matches(re.compile(r"[a-z0-9][a-z0-9.\-]*"),
@@ -526,7 +538,7 @@ _TYPE_NAMES = {
     _TAG + "bool": "a boolean", _TAG + "null": "null", _TAG + "timestamp": "a date",
     _TAG + "binary": "binary data", _TAG + "seq": "a list", _TAG + "map": "a mapping",
 }
-_EXPECTED = {"str": "a string", "int": "an integer"}
+_EXPECTED = {"str": "a string", "int": "an integer", "float": "a number"}
 
 
 # --------------------------------------------------------------------------
@@ -602,10 +614,17 @@ class _Reader:
         line = node.start_mark.line + 1
         if schema.optional and node.tag == _TAG + "null":
             return None
-        if node.tag != _TAG + schema.type or not isinstance(node, yaml.ScalarNode):
+        tags = (_TAG + "int", _TAG + "float") if schema.type == "float" else (_TAG + schema.type,)
+        if node.tag not in tags or not isinstance(node, yaml.ScalarNode):
             self.fail(line, path, f"expected {_EXPECTED[schema.type]}, got {_type_name(node)}")
         value = node.value
-        if schema.type == "int":
+        if schema.type == "float":
+            try:
+                value = float(yaml.safe_load(value)) if node.tag == _TAG + "float" \
+                    else float(value.replace("_", ""))
+            except (ValueError, TypeError, yaml.YAMLError):
+                self.fail(line, path, f"{_show(value)} is not a number")
+        elif schema.type == "int":
             if not _DECIMAL.fullmatch(value):
                 self.fail(line, path, f"{_show(value)} is not a decimal integer")
             digits = value.replace("_", "")
@@ -625,9 +644,12 @@ class _Reader:
         for index, item_node in enumerate(node.value):
             item_path = f"{path}[{index}]"
             item = self.read(item_node, schema.item, item_path)
-            if item in items:
+            if schema.distinct and item in items:
                 self.fail(item_node.start_mark.line + 1, item_path, f"duplicate {_show(item)}")
             items.append(item)
+        if schema.length is not None and len(items) != schema.length:
+            self.fail(node.start_mark.line + 1, path,
+                      f"needs exactly {schema.length} values, got {len(items)}")
         return items
 
     def mapping(self, node: yaml.Node, schema: _Fields | _MapOf, path: str, key_line: int) -> dict:
@@ -709,6 +731,8 @@ class _Reader:
             image_size=values["image_size"],
             num_classes=values["num_classes"],
             feature_size=values["feature_size"],
+            input_mapping=InputMapping(multiply=values["input_mapping"]["multiply"],
+                                       subtract=tuple(values["input_mapping"]["subtract"])),
             card=CardInfo(**values["card"]),
             modules=modules,
             source=self.source,

@@ -18,7 +18,8 @@ Value recipe (per variable, by its last name component):
     anyway, depthwise weights): N(0, sqrt(1 / fan_in));
   * ``biases``: N(0, 0.01);
   * ``BatchNorm/beta``: N(0, 0.05); ``moving_mean``: N(0, 0.05);
-    ``moving_variance``: uniform [0.5, 1.5) (positive);
+    ``moving_variance``: uniform [0.5, 1.5) (positive); ``gamma`` (batch
+    norm with scale, as in the ResNets): uniform [0.8, 1.2);
   * ``global_step`` (int64): a seeded integer in [1, 10**6).
 Values are drawn with ``numpy.random.default_rng(seed)`` in manifest order,
 so the same seed gives the same values and (TF's V1 writer being
@@ -39,9 +40,9 @@ import tempfile
 from pathlib import Path
 
 from hubexport.errors import BuildError, UsageError
+from hubexport.nets import ARCHITECTURES
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
 # Gzip level of the tarball: random floats hardly compress, level 1 is fastest.
 GZIP_LEVEL = 1
 _COPY_CHUNK = 1 << 20  # bytes
@@ -69,7 +70,7 @@ def load_manifest(architecture):
     """Reads the checked-in variable manifest of an architecture's real checkpoint.
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
 
     Returns:
       dict with ``header`` (``checkpoint``: ``tarball``, ``member``, ...),
@@ -83,6 +84,9 @@ def load_manifest(architecture):
     if architecture not in ARCHITECTURES:
         raise UsageError("unknown architecture %r; known: %s"
                          % (architecture, ", ".join(ARCHITECTURES)))
+    if not (DATA_DIR / ("%s_manifest.json" % architecture)).is_file():
+        raise UsageError("no variable manifest for %r in %s; make one with "
+                         "scripts/make_manifest.py" % (architecture, DATA_DIR))
     with open(DATA_DIR / ("%s_manifest.json" % architecture), encoding="utf-8") as f:
         return json.load(f)
 
@@ -114,6 +118,8 @@ def standin_values(manifest, seed=0):
                              % (name, dtype))
         if leaf == "moving_variance":
             value = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "gamma":
+            value = rng.uniform(0.8, 1.2, shape)
         elif leaf in ("beta", "moving_mean"):
             value = rng.normal(0.0, 0.05, shape)
         elif leaf == "biases":
@@ -246,7 +252,8 @@ def make_standin(architecture, out_dir, seed=0):
     """Writes a stand-in checkpoint tarball and a spec pinned to it.
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES` with a
+        manifest and a shipped spec of the same name.
       out_dir: directory to write to (created if missing). Receives
         ``<canonical tarball name>`` (e.g. ``inception_v2_2016_08_28.tar.gz``,
         holding the member ``inception_v2.ckpt``) and ``specs/<name>.yaml``.

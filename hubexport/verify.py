@@ -624,7 +624,7 @@ def _card_check(target, card, card_where):
         return Check("card", False, "%s: handle line names %s, expected %s"
                      % (card_where, handle or "nothing ('# Module PUBLISHER/NAME/VERSION' "
                         "missing)", target.module_handle))
-    _, want = parse_card(render_card(target, get_net(target.spec.architecture).MIN_IMAGE_SIZE))
+    _, want = parse_card(render_card(target, get_net(target.spec.architecture).min_image_size))
     diffs = []
     for key in sorted(set(want) | set(metadata)):
         if metadata.get(key) != want.get(key):

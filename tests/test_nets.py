@@ -141,18 +141,18 @@ def _images(n, h, w):
 def test_output_shapes_default_size(running_net):
     arch, run = running_net
     net = nets.get_net(arch)
-    size = net.DEFAULT_IMAGE_SIZE
+    size = net.default_image_size
     logits, features, ep = run(_images(2, size, size))
     assert logits.shape == (2, 1001) and logits.dtype == np.float32
-    assert features.shape == (2, net.FEATURE_SIZE)
-    assert ep["global_pool"].shape == (2, 1, 1, net.FEATURE_SIZE)
+    assert features.shape == (2, net.feature_size)
+    assert ep["global_pool"].shape == (2, 1, 1, net.feature_size)
     assert np.all(np.isfinite(logits))
     if arch == "inception_v2":
-        assert (size, net.FEATURE_SIZE) == (224, 1024)
+        assert (size, net.feature_size) == (224, 1024)
         assert ep["Mixed_5c"].shape == (2, 7, 7, 1024)
         assert ep["Conv2d_1a_7x7"].shape == (2, 112, 112, 64)
     else:
-        assert (size, net.FEATURE_SIZE) == (299, 1536)
+        assert (size, net.feature_size) == (299, 1536)
         expected = {"Conv2d_1a_3x3": (149, 149, 32), "Conv2d_2a_3x3": (147, 147, 32),
                     "Conv2d_2b_3x3": (147, 147, 64), "MaxPool_3a_3x3": (73, 73, 64),
                     "Conv2d_3b_1x1": (73, 73, 80), "Conv2d_4a_3x3": (71, 71, 192),
@@ -171,7 +171,7 @@ def test_output_shapes_331x257(running_net):
     net = nets.get_net(arch)
     logits, features, ep = run(_images(1, 331, 257))
     assert logits.shape == (1, 1001)
-    assert features.shape == (1, net.FEATURE_SIZE)
+    assert features.shape == (1, net.feature_size)
     if arch == "inception_v2":
         assert ep["Mixed_5c"].shape == (1, 11, 9, 1024)  # ceil(331/32), ceil(257/32)
     else:
@@ -184,9 +184,9 @@ def test_output_shapes_331x257(running_net):
 def test_min_image_size_boundary(running_net):
     arch, run = running_net
     net = nets.get_net(arch)
-    lo = net.MIN_IMAGE_SIZE
+    lo = net.min_image_size
     logits, features, _ = run(_images(1, lo, lo + 3))
-    assert logits.shape == (1, 1001) and features.shape == (1, net.FEATURE_SIZE)
+    assert logits.shape == (1, 1001) and features.shape == (1, net.feature_size)
     for h, w in ((lo - 1, lo), (lo, lo - 1)):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match="at least %dx%d pixels" % (lo, lo)):
@@ -213,5 +213,5 @@ def test_inception_resnet_v2_min_image_size_is_tight():
 def test_unknown_architecture():
     from hubexport.errors import UsageError
 
-    with pytest.raises(UsageError, match="inception_v3"):
-        nets.get_net("inception_v3")
+    with pytest.raises(UsageError, match="unknown architecture 'vgg_16'; known: inception_v1"):
+        nets.get_net("vgg_16")

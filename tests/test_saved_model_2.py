@@ -22,7 +22,7 @@ import tensorflow_hub as hub
 
 from hubexport.errors import BuildError, CheckpointError, UsageError
 from hubexport.formats.saved_model_2 import write_saved_model_2
-from hubexport.nets import build_net
+from hubexport.nets import INCEPTION_INPUT_MAPPING, build_net
 from hubexport.nets.layers import NetContext
 from hubexport.standin import load_manifest, standin_values
 
@@ -92,7 +92,8 @@ def modules(tmp_path_factory, values):
                                       ("fv_v5", None, True)):
         paths[key] = str(root / key)
         write_saved_model_2(ARCH, values, paths[key], num_classes=num_classes,
-                            image_size=IMAGE_SIZE, serving_default=serving)
+                            image_size=IMAGE_SIZE, serving_default=serving,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
     return paths
 
 
@@ -105,7 +106,8 @@ def test_missing_variables_are_listed(tmp_path, values):
     out = tmp_path / "m"
     with pytest.raises(CheckpointError) as info:
         write_saved_model_2(ARCH, partial, str(out), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=True)
+                            image_size=IMAGE_SIZE, serving_default=True,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
     message = str(info.value)
     assert "2 variable(s)" in message
     assert "InceptionV2/Conv2d_2b_1x1/weights" in message
@@ -119,18 +121,21 @@ def test_wrong_shape_is_a_checkpoint_error(tmp_path, values):
     bad["InceptionV2/Logits/Conv2d_1c_1x1/biases"] = np.zeros([1000], np.float32)
     with pytest.raises(CheckpointError, match=r"Conv2d_1c_1x1/biases has shape \[1000\]"):
         write_saved_model_2(ARCH, bad, str(tmp_path / "m"), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=False)
+                            image_size=IMAGE_SIZE, serving_default=False,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
     assert not (tmp_path / "m").exists()
 
 
 def test_existing_out_dir_and_unknown_architecture(tmp_path, values):
     with pytest.raises(BuildError, match="exists already"):
         write_saved_model_2(ARCH, values, str(tmp_path), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=False)
+                            image_size=IMAGE_SIZE, serving_default=False,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
     with pytest.raises(UsageError, match="unknown architecture"):
-        write_saved_model_2("resnet_v1_50", values, str(tmp_path / "m"),
+        write_saved_model_2("vgg_16", values, str(tmp_path / "m"),
                             num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
-                            serving_default=False)
+                            serving_default=False,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
 
 
 # --- hub.load --------------------------------------------------------------

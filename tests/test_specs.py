@@ -268,7 +268,7 @@ BAD_SPECS = [
      ("image_size", 1), "must be positive"),
     ("architecture", _edit("architecture: inception_v2", "architecture: resnet_50"),
      "architecture", ("architecture", 1),
-     "unknown architecture 'resnet_50'; allowed: inception_v2, inception_resnet_v2"),
+     "unknown architecture 'resnet_50'; allowed: inception_v1, inception_v2, inception_v3, inception_resnet_v2, resnet_v1_50"),
     ("format", _edit("format: saved_model_2", "format: saved_model_3"), f"{C}.4.format",
      ("saved_model_3", 1), "unknown format 'saved_model_3'"),
     ("input-size", _edit("input_size: fixed", "input_size: dynamic"), f"{C}.1.input_size",

@@ -33,7 +33,7 @@ import os
 from hubexport.errors import BuildError
 from hubexport.formats import hub_protos
 from hubexport.nets import build_net, get_net
-from hubexport.nets.layers import BATCH_NORM_DECAY, NetContext
+from hubexport.nets.layers import NetContext
 
 # Batch norm momentum default of version 3 (the seed cards: "defaults to
 # 0.99 ... in order to accelerate training on small datasets").
@@ -43,18 +43,19 @@ _BN_SUFFIX = "_with_bn_hparams"
 
 
 def build_graph(architecture, *, num_classes, image_size, input_size, signatures,
-                training, variable_factory):
+                training, variable_factory, input_mapping):
     """Builds one graph variant in the current (graph-mode) default graph.
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
-      num_classes: 1001, or None for a feature_vector module.
-      image_size: default height and width in pixels (224 or 299).
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
+      num_classes: the checkpoint's class count, or None for a feature_vector module.
+      image_size: default height and width in pixels (the spec's image_size).
       input_size: "fixed" (images [batch, image_size, image_size, 3]) or
         "variable" (images [batch, height, width, 3]).
       signatures: signature names to define (from the spec).
       training: True for the ``{"train"}`` variant.
       variable_factory: see :class:`hubexport.nets.layers.NetContext`.
+      input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's).
 
     Returns:
       dict signature name -> (inputs dict, outputs dict) of graph tensors.
@@ -79,7 +80,7 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
         momentum = tf.compat.v1.placeholder_with_default(
             tf.constant(V3_BATCH_NORM_MOMENTUM, tf.float32), [], name="batch_norm_momentum")
     else:
-        momentum = BATCH_NORM_DECAY
+        momentum = None  # the net's own decay (TF-Slim's arg scope)
 
     def on_regularizer(request, var):
         loss = tf.multiply(request.weight_decay, tf.nn.l2_loss(var),
@@ -90,8 +91,9 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
         variable_factory, training=training, batch_norm_momentum=momentum,
         on_update=lambda op: tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, op),
         on_regularizer=on_regularizer)
-    logits, features, end_points = build_net(architecture, ctx, images, num_classes=num_classes)
-    scope = get_net(architecture).SCOPE
+    logits, features, end_points = build_net(architecture, ctx, images, num_classes=num_classes,
+                                             input_mapping=input_mapping)
+    scope = get_net(architecture).scope
     feature_outputs = {"default": features}
     feature_outputs.update({"%s/%s" % (scope, k): v for k, v in end_points.items() if k != "Logits"})
     base = {"image_classification": {"default": logits} if logits is not None else None,
@@ -112,20 +114,23 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
 
 
 def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
-                     input_size, signatures):
+                     input_size, signatures, input_mapping):
     """Writes a module in the TF1 Hub format.
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
       values: dict variable name -> numpy float32 array, the restored
         checkpoint (extra names are ignored; see :mod:`hubexport.checkpoint`).
       out_dir: directory to create (must not exist; the caller renames it
         into place when complete).
-      num_classes: 1001 (classification) or None (feature_vector).
+      num_classes: the checkpoint's class count (classification) or None
+        (feature_vector).
       image_size: default image size in pixels, recorded as
         ``image_module_info``.
       input_size: "fixed" (version 1) or "variable" (version 3).
       signatures: the SignatureDef names to write.
+      input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's),
+        from module inputs in [0, 1] to the checkpoint's input range.
 
     Raises:
       CheckpointError: ``values`` lacks a variable the net needs.
@@ -158,7 +163,8 @@ def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
         with graph.as_default():
             sigs = build_graph(architecture, num_classes=num_classes, image_size=image_size,
                                input_size=input_size, signatures=signatures,
-                               training="train" in tags, variable_factory=factory)
+                               training="train" in tags, variable_factory=factory,
+                               input_mapping=input_mapping)
             if missing:
                 raise CheckpointError("checkpoint lacks %d variables the net needs: %s"
                                       % (len(missing), ", ".join(missing[:8])))

@@ -65,12 +65,14 @@ def _image_module_class():
         """A reusable SavedModel root for one TF-Slim image net.
 
         Args:
-          architecture: "inception_v2" or "inception_resnet_v2".
+          architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
           values: dict variable name -> numpy array (the checkpoint's values;
             names the net does not ask for are ignored).
-          num_classes: 1001 for classification, None for feature_vector.
+          num_classes: the checkpoint's class count for classification, None
+            for feature_vector.
           image_size: height and width in pixels of the tiny eager batch run
             once to create the variables (the net's default size).
+          input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's).
 
         Raises:
           CheckpointError: ``values`` lacks variables the net asks for, or
@@ -84,10 +86,11 @@ def _image_module_class():
         trainable_variables = ()
         regularization_losses = ()
 
-        def __init__(self, architecture, values, num_classes, image_size):
+        def __init__(self, architecture, values, num_classes, image_size, input_mapping):
             super().__init__(name=None)
             self._architecture = architecture
             self._num_classes = num_classes
+            self._input_mapping = input_mapping
             by_name = {}
             order = []
             missing = []
@@ -121,7 +124,8 @@ def _image_module_class():
 
             ctx = NetContext(create, training=False, on_regularizer=on_regularizer)
             dummy = tf.zeros([1, image_size, image_size, 3], tf.float32)
-            build_net(architecture, ctx, dummy, num_classes=num_classes)
+            build_net(architecture, ctx, dummy, num_classes=num_classes,
+                      input_mapping=input_mapping)
             if missing:
                 raise CheckpointError(
                     "checkpoint lacks %d variable(s) the %s net needs: %s; use the "
@@ -148,7 +152,8 @@ def _image_module_class():
             ctx = NetContext(self._lookup, training=training,
                              batch_norm_momentum=batch_norm_momentum)
             logits, features, _ = build_net(self._architecture, ctx, inputs,
-                                            num_classes=self._num_classes)
+                                            num_classes=self._num_classes,
+                                            input_mapping=self._input_mapping)
             return features if self._num_classes is None else logits
 
         @tf.function(autograph=False)
@@ -184,7 +189,7 @@ def _l2_loss_fn(tf, var, weight_decay):
 
 
 def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_size,
-                        serving_default):
+                        serving_default, input_mapping):
     """Writes a TF2 reusable SavedModel (module version 4, or 5 with a serving signature).
 
     Must be called with TensorFlow in eager mode (the TF2 default). The API of
@@ -196,18 +201,20 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
     ``feature_vector`` (feature_vector).
 
     Args:
-      architecture: "inception_v2" or "inception_resnet_v2".
+      architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
       values: dict variable name -> numpy array, the restored checkpoint
         values; may hold more names than the net uses (e.g. ``global_step``).
       out_dir: path of a directory that does not exist yet; written directly
         (the caller writes to a temporary path and renames).
-      num_classes: 1001 for a classification module, None for a
-        feature_vector module.
-      image_size: the net's default input size in pixels (224 for
-        inception_v2, 299 for inception_resnet_v2); used for the tiny batch
-        that creates the variables. The module accepts any size.
+      num_classes: the checkpoint's class count for a classification
+        module, None for a feature_vector module.
+      image_size: the net's default input size in pixels (the spec's
+        image_size); used for the tiny batch that creates the variables.
+        The module accepts any size from the net's min_image_size on.
       serving_default: True for version 5 (adds the ``serving_default``
         SignatureDef), False for version 4 (no SignatureDefs).
+      input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's),
+        from inputs in [0, 1] to the checkpoint's input range.
 
     Raises:
       UsageError: unknown architecture.
@@ -227,7 +234,8 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
     if not tf.executing_eagerly():
         raise BuildError("write_saved_model_2 needs TensorFlow's eager mode (TF2 behaviour)")
 
-    module = _image_module_class()(architecture, values, num_classes, int(image_size))
+    module = _image_module_class()(architecture, values, num_classes, int(image_size),
+                                   input_mapping)
     images = tf.TensorSpec([None, None, None, 3], tf.float32, name=SERVING_INPUT)
     momentum = tf.TensorSpec([], tf.float32, name="batch_norm_momentum")
     for training in (False, True):

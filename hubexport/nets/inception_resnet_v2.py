@@ -221,3 +221,9 @@ def inception_resnet_v2(ctx, images, num_classes=1001):
                                             bias_weight_decay=_BIAS_DECAY)
         end_points["Logits"] = logits
     return logits, end_points
+
+
+NETS = {"inception_resnet_v2": layers.Net(
+    name="inception_resnet_v2", scope=SCOPE, default_image_size=DEFAULT_IMAGE_SIZE,
+    min_image_size=MIN_IMAGE_SIZE, feature_size=FEATURE_SIZE,
+    logits_scope=SCOPE + "/Logits/Logits", build=inception_resnet_v2)}

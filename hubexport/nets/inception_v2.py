@@ -129,3 +129,9 @@ def inception_v2(ctx, images, num_classes=1001):
             logits = tf.squeeze(logits, [1, 2], name="SpatialSqueeze")
         end_points["Logits"] = logits
     return logits, end_points
+
+
+NETS = {"inception_v2": layers.Net(
+    name="inception_v2", scope=SCOPE, default_image_size=DEFAULT_IMAGE_SIZE,
+    min_image_size=MIN_IMAGE_SIZE, feature_size=FEATURE_SIZE,
+    logits_scope=SCOPE + "/Logits/Conv2d_1c_1x1", build=inception_v2)}

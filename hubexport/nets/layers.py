@@ -11,9 +11,12 @@ serves the TF1 Hub format (versions 1 and 3) and the TF2 SavedModels
 Variable names follow TF-Slim exactly (``<scope>/weights``,
 ``<scope>/BatchNorm/moving_mean``, ...), because they are the checkpoint's keys.
 
-Constants (TF-Slim's ``inception_arg_scope`` in
-``research/slim/nets/inception_utils.py``):
-  * batch norm epsilon 0.001, no scale (gamma), decay 0.9997 by default;
+Defaults (TF-Slim's ``inception_arg_scope`` in
+``research/slim/nets/inception_utils.py``), which a net changes for its
+layers with :meth:`NetContext.arg_scope` as TF-Slim's nets do with their own
+arg scope (``resnet_arg_scope``: gamma, epsilon 1e-5, decay 0.997, weight
+decay 1e-4):
+  * batch norm epsilon 0.001, no scale (gamma), decay 0.9997;
   * L2 weight decay 4e-5 on convolution and fully connected weights
     (``slim.l2_regularizer(4e-5)`` = ``4e-5 * sum(w**2) / 2``);
   * ReLU after every normalized convolution.
@@ -28,6 +31,43 @@ import tensorflow as tf
 BATCH_NORM_EPSILON = 0.001
 BATCH_NORM_DECAY = 0.9997
 WEIGHT_DECAY = 4e-5
+
+#: The layer defaults a net may change with :meth:`NetContext.arg_scope`.
+DEFAULT_HPARAMS = {
+    "batch_norm_decay": BATCH_NORM_DECAY,
+    "batch_norm_epsilon": BATCH_NORM_EPSILON,
+    "batch_norm_scale": False,
+    "weight_decay": WEIGHT_DECAY,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """One architecture: what the writers and checks need to know of a net.
+
+    Attributes:
+      name: the architecture name, e.g. ``"resnet_v2_50"``.
+      scope: the checkpoint's top variable scope, e.g. ``"resnet_v2_50"``.
+      default_image_size: height and width in pixels the checkpoint was
+        trained on.
+      min_image_size: smallest height and width in pixels the net accepts
+        (a non-empty feature map), found by experiment (tests/test_nets.py).
+      feature_size: length of the feature vector (channels of the last
+        feature map, float32 values).
+      logits_scope: variable scope of the logits layer (absent from
+        feature_vector modules), e.g. ``"resnet_v2_50/logits"``.
+      build: callable ``(ctx, images, num_classes)`` returning ``(logits,
+        end_points)``; images float32 [batch, height, width, 3] already
+        mapped to the checkpoint's input range.
+    """
+
+    name: str
+    scope: str
+    default_image_size: int
+    min_image_size: int
+    feature_size: int
+    logits_scope: str
+    build: Callable[..., Any]
 
 
 @dataclasses.dataclass
@@ -57,7 +97,9 @@ class NetContext:
       training: Python bool; True runs batch norm on batch statistics,
         updates the moving averages and applies dropout.
       batch_norm_momentum: float or scalar float32 tensor; the decay of the
-        moving averages (TF-Slim's ``decay``), used only when training.
+        moving averages (TF-Slim's ``decay``), used only when training; None
+        (the default) for the net's own decay (its arg scope's
+        ``batch_norm_decay``, 0.9997 for the Inception nets).
       on_update: callable receiving each moving-average update op (graph
         mode collects them into ``UPDATE_OPS``); None to ignore them (inside
         a ``tf.function`` the assignments run by automatic control
@@ -70,7 +112,7 @@ class NetContext:
         self,
         variable_factory: Callable[[VariableRequest], Any],
         training: bool = False,
-        batch_norm_momentum: Any = BATCH_NORM_DECAY,
+        batch_norm_momentum: Any = None,
         on_update: Optional[Callable[[Any], None]] = None,
         on_regularizer: Optional[Callable[[VariableRequest, Any], None]] = None,
     ):
@@ -80,6 +122,30 @@ class NetContext:
         self._on_update = on_update
         self._on_regularizer = on_regularizer
         self._scopes = []
+        self.hparams = dict(DEFAULT_HPARAMS)
+
+    @contextlib.contextmanager
+    def arg_scope(self, **hparams):
+        """Changes layer defaults (keys of :data:`DEFAULT_HPARAMS`) inside the block.
+
+        Raises:
+          KeyError: an unknown hyperparameter name.
+        """
+        unknown = set(hparams) - set(DEFAULT_HPARAMS)
+        if unknown:
+            raise KeyError("unknown layer hyperparameters: %s" % ", ".join(sorted(unknown)))
+        saved = dict(self.hparams)
+        self.hparams.update(hparams)
+        try:
+            yield
+        finally:
+            self.hparams = saved
+
+    def momentum(self):
+        """The batch norm momentum for training: the caller's, else the net's decay."""
+        if self.batch_norm_momentum is None:
+            return self.hparams["batch_norm_decay"]
+        return self.batch_norm_momentum
 
     @contextlib.contextmanager
     def scope(self, name: str):
@@ -117,7 +183,10 @@ def _read(var):
 
 
 def batch_norm(ctx: NetContext, x, scope="BatchNorm"):
-    """TF-Slim batch norm without scale: ``beta``, ``moving_mean``, ``moving_variance``.
+    """TF-Slim batch norm: ``beta``, ``moving_mean``, ``moving_variance`` (+ ``gamma``).
+
+    ``gamma`` exists when the arg scope's ``batch_norm_scale`` is True (TF-Slim
+    creates it before ``beta``); epsilon is ``batch_norm_epsilon``.
 
     Args:
       ctx: the net context.
@@ -126,19 +195,23 @@ def batch_norm(ctx: NetContext, x, scope="BatchNorm"):
       float32 tensor of x's shape.
     """
     channels = int(x.shape[-1])
+    epsilon = ctx.hparams["batch_norm_epsilon"]
     with ctx.scope(scope):
+        if ctx.hparams["batch_norm_scale"]:
+            gamma = _read(ctx.variable("gamma", [channels]))
+        else:
+            gamma = tf.ones([channels], tf.float32)
         beta = ctx.variable("beta", [channels])
         mean = ctx.variable("moving_mean", [channels], trainable=False)
         variance = ctx.variable("moving_variance", [channels], trainable=False)
-        ones = tf.ones([channels], tf.float32)
         if not ctx.training:
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x, ones, _read(beta), mean=_read(mean), variance=_read(variance),
-                epsilon=BATCH_NORM_EPSILON, is_training=False)
+                x, gamma, _read(beta), mean=_read(mean), variance=_read(variance),
+                epsilon=epsilon, is_training=False)
             return y
         y, batch_mean, batch_variance = tf.compat.v1.nn.fused_batch_norm(
-            x, ones, _read(beta), epsilon=BATCH_NORM_EPSILON, is_training=True)
-        momentum = tf.cast(ctx.batch_norm_momentum, tf.float32)
+            x, gamma, _read(beta), epsilon=epsilon, is_training=True)
+        momentum = tf.cast(ctx.momentum(), tf.float32)
         # TF-Slim's assign_moving_average without zero debiasing:
         #   moving <- moving - (moving - batch) * (1 - momentum)
         for var, value in ((mean, batch_mean), (variance, batch_variance)):
@@ -173,7 +246,7 @@ def conv2d(ctx: NetContext, x, num_outputs, kernel, stride=1, padding="SAME",
         use_bias = not normalize
     with ctx.scope(scope):
         w = ctx.variable("weights", [kh, kw, int(x.shape[-1]), num_outputs],
-                         weight_decay=WEIGHT_DECAY)
+                         weight_decay=ctx.hparams["weight_decay"])
         y = tf.nn.conv2d(x, _read(w), strides=[1, stride, stride, 1], padding=padding)
         if use_bias:
             y = tf.nn.bias_add(y, _read(ctx.variable("biases", [num_outputs],
@@ -183,6 +256,33 @@ def conv2d(ctx: NetContext, x, num_outputs, kernel, stride=1, padding="SAME",
         if activation is not None:
             y = activation(y)
     return y
+
+
+def conv2d_same(ctx: NetContext, x, num_outputs, kernel, stride, scope=None, **kwargs):
+    """TF-Slim ``resnet_utils.conv2d_same``: a strided convolution with explicit padding.
+
+    With stride 1 it is ``conv2d(..., padding="SAME")``; otherwise the input
+    is padded by ``kernel - 1`` pixels (``(kernel - 1) // 2`` before, the
+    rest after) in height and width and convolved with VALID padding, so the
+    output does not depend on the input size's parity the way SAME's does.
+
+    Args:
+      ctx: the net context.
+      x: float32 [batch, height, width, in_channels].
+      num_outputs: output channels.
+      kernel: int, square kernel size in pixels.
+      stride: int, in pixels.
+      scope: variable scope name.
+      **kwargs: passed on to :func:`conv2d` (``normalize``, ``activation``, ...).
+    Returns:
+      float32 [batch, ceil(height / stride), ceil(width / stride), num_outputs].
+    """
+    if stride == 1:
+        return conv2d(ctx, x, num_outputs, kernel, 1, padding="SAME", scope=scope, **kwargs)
+    pad_beg = (kernel - 1) // 2
+    pad_end = kernel - 1 - pad_beg
+    x = tf.pad(x, [[0, 0], [pad_beg, pad_end], [pad_beg, pad_end], [0, 0]])
+    return conv2d(ctx, x, num_outputs, kernel, stride, padding="VALID", scope=scope, **kwargs)
 
 
 def separable_conv2d(ctx: NetContext, x, num_outputs, kernel, depth_multiplier,
@@ -217,7 +317,8 @@ def fully_connected(ctx: NetContext, x, num_outputs, scope=None,
                     bias_weight_decay=None):
     """TF-Slim ``fully_connected`` without activation: ``x @ weights + biases``.
 
-    Variables ``weights`` [in, num_outputs] (L2 weight decay 4e-5) and
+    Variables ``weights`` [in, num_outputs] (L2 weight decay of the arg
+    scope, 4e-5 by default) and
     ``biases`` [num_outputs].
 
     Args:
@@ -231,7 +332,7 @@ def fully_connected(ctx: NetContext, x, num_outputs, scope=None,
     """
     with ctx.scope(scope):
         w = ctx.variable("weights", [int(x.shape[-1]), num_outputs],
-                         weight_decay=WEIGHT_DECAY)
+                         weight_decay=ctx.hparams["weight_decay"])
         b = ctx.variable("biases", [num_outputs], weight_decay=bias_weight_decay)
         y = tf.nn.bias_add(tf.matmul(x, _read(w)), _read(b))
     return y
