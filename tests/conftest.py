@@ -51,14 +51,18 @@ def https_server(monkeypatch):
 
 # --- The built module family (session fixtures) -----------------------------
 #
-#   standins  stand-in tarballs of both architectures + a spec directory
+#   standins  stand-in tarballs of every shipped spec + a spec directory
 #             pinned to them (hubexport.standin, from the checked-in
 #             manifests); cached under build/test-standins/<key>/ across
-#             sessions, keyed by the manifests and the generator's source.
+#             sessions, keyed by the manifests, specs and the generator's source.
 #   mirror    a loopback HTTP server serving the stand-in tarballs.
-#   family    every module of the specs (versions 1, 3, 4, 5; both kinds;
-#             both architectures) built once per session by `hubexport build
-#             --all` from that mirror; see the Family class.
+#   family    every module of the specs (every version and kind of every
+#             model) built once per session by `hubexport build --all` from
+#             that mirror; see the Family class.
+#
+# HUBEXPORT_TEST_MODELS=a,b (a development aid; CI never sets it) limits the
+# stand-ins and the family to those models; tests of other models then fail
+# for want of their modules.
 
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -68,11 +72,12 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHITECTURES = ("inception_v2", "inception_resnet_v2")
+
+from family_support import MODELS  # noqa: E402
 
 
 def _standin_key():
-    h = hashlib.sha256()
+    h = hashlib.sha256(",".join(MODELS).encode())
     for path in sorted((REPO / "hubexport" / "data").glob("*_manifest.json")) + [
             REPO / "hubexport" / "standin.py"] + sorted((REPO / "specs").glob("*.yaml")):
         h.update(path.read_bytes())
@@ -81,16 +86,17 @@ def _standin_key():
 
 @pytest.fixture(scope="session")
 def standins():
-    """Path of a directory with both stand-in tarballs and ``specs/``."""
+    """Path of a directory with the stand-in tarball of every model and ``specs/``."""
     root = REPO / "build" / "test-standins"
     done = root / _standin_key()
-    if not (done / "specs" / "inception_resnet_v2.yaml").exists():
+    if not (done / ".complete").exists():
         from hubexport.standin import make_standin
 
         work = root / (".work-%d" % os.getpid())
         shutil.rmtree(work, ignore_errors=True)
-        for arch in ARCHITECTURES:
-            make_standin(arch, work, seed=0)
+        for name in MODELS:
+            make_standin(name, work, seed=0)
+        (work / ".complete").write_text("\n".join(MODELS) + "\n")
         shutil.rmtree(done, ignore_errors=True)
         os.replace(work, done)
     return done
@@ -123,31 +129,50 @@ class Family:
         self.output, self.specs_dir, self.cache_dir, self.results = (
             output, specs_dir, cache_dir, results)
 
-    def module(self, arch, kind, version):
-        """Path of module ``google/imagenet/<arch>/<kind>/<version>``."""
-        return self.output / "google" / "imagenet" / arch / kind / str(version)
+    def module(self, model, kind, version):
+        """Path of module ``google/imagenet/<model>/<kind>/<version>``."""
+        return self.output / "google" / "imagenet" / model / kind / str(version)
 
-    def card(self, arch, kind, version):
+    def card(self, model, kind, version):
         """Path of that module's card."""
-        return self.output / "google" / "imagenet" / arch / kind / ("%d.md" % version)
+        return self.output / "google" / "imagenet" / model / kind / ("%d.md" % version)
 
-    def checkpoint(self, arch):
-        """Path of the extracted stand-in checkpoint of ``arch``."""
-        (path,) = self.cache_dir.glob("checkpoints/%s-*/*.ckpt" % arch)
+    def spec(self, model):
+        """The stand-in spec (a :class:`hubexport.specs.ModelSpec`) of ``model``."""
+        if model not in _SPECS:
+            from hubexport.specs import load_spec
+
+            _SPECS[model] = load_spec(self.specs_dir / ("%s.yaml" % model))
+        return _SPECS[model]
+
+    def checkpoint(self, model):
+        """Path of the extracted stand-in checkpoint of ``model``."""
+        (path,) = self.cache_dir.glob("checkpoints/%s-*/*.ckpt" % model)
         return path
 
-    def values(self, arch):
+    def values(self, model):
         """The checkpoint's values of every variable the net needs (cached)."""
-        if arch not in _VALUES:
+        if model not in _VALUES:
             from hubexport.checkpoint import Checkpoint
             from hubexport.nets import variable_requests
 
-            _VALUES[arch] = Checkpoint(self.checkpoint(arch)).values(
-                r.name for r in variable_requests(arch))
-        return _VALUES[arch]
+            spec = self.spec(model)
+            _VALUES[model] = Checkpoint(self.checkpoint(model)).values(
+                r.name for r in variable_requests(spec.architecture, spec.num_classes))
+        return _VALUES[model]
+
+    def checkpoint_function(self, model, kind="classification"):
+        """The model's net run on its checkpoint (:func:`hubexport.nets.checkpoint_function`)."""
+        from hubexport.nets import checkpoint_function
+
+        spec = self.spec(model)
+        return checkpoint_function(spec.architecture, self.values(model),
+                                   spec.num_classes if kind == "classification" else None,
+                                   input_mapping=spec.input_mapping)
 
 
 _VALUES = {}
+_SPECS = {}
 
 
 def _code_key():

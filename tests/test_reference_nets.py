@@ -15,10 +15,7 @@ from hubexport's nets. Our nets read the same values through
 the checkpoint's arrays. Tolerance: 1e-4 max absolute difference (float32).
 """
 
-import os
 import re
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,36 +23,11 @@ import tensorflow as tf
 
 from hubexport import nets, standin
 from hubexport.nets import layers
+from reference_support import (assert_meaningful, extract_member, max_abs, run_legacy,
+                               structured_images)
 
-REPO = Path(__file__).resolve().parent.parent
-LEGACY_SCRIPT = REPO / "tests" / "legacy" / "reference_inception_v2.py"
+LEGACY_SCRIPT = "reference_inception_v2.py"
 TOLERANCE = 1e-4
-
-
-def legacy_python():
-    return os.environ.get("HUBEXPORT_LEGACY_PYTHON", str(REPO / ".venv-legacy" / "bin" / "python"))
-
-
-def structured_images(seed, n, h, w):
-    """float32 [n, h, w, 3] in [0, 1]: smooth random blobs plus a little noise.
-
-    Smooth structure (unlike i.i.d. noise, which pooling averages away) makes
-    the feature vectors of different images clearly different.
-    """
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 1, (n, h // 24 + 2, w // 24 + 2, 3))
-    img = np.repeat(np.repeat(coarse, 24, axis=1), 24, axis=2)[:, :h, :w, :]
-    img = 0.8 * img + 0.2 * rng.uniform(0, 1, (n, h, w, 3))
-    return img.astype(np.float32)
-
-
-def extract_member(result, dest):
-    import tarfile
-
-    with tarfile.open(result.tarball, "r:gz") as tar:
-        (member,) = tar.getmembers()
-        tar.extractall(dest, filter="data")
-    return dest / member.name
 
 
 def run_ours(arch, checkpoint, batches):
@@ -77,18 +49,6 @@ def run_ours(arch, checkpoint, batches):
         logits, features, _ = nets.build_net(arch, ctx, tf.constant(batch))
         out.append((logits.numpy(), features.numpy()))
     return out
-
-
-def max_abs(a, b):
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-
-
-def assert_meaningful(features):
-    """The comparison is not trivial: features vary between images well beyond tolerance."""
-    assert np.all(np.isfinite(features))
-    if len(features) > 1:
-        assert max_abs(features[0], features[1]) > 1000 * TOLERANCE
 
 
 # ---------------------------------------------------------------------------
@@ -168,7 +128,7 @@ def keras_irv2_with_checkpoint(values):
 def irv2_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("irv2_standin")
     result = standin.make_standin("inception_resnet_v2", out, seed=7)
-    return extract_member(result, out / "ckpt")
+    return extract_member(result.tarball, out / "ckpt")
 
 
 @pytest.mark.slow
@@ -200,22 +160,13 @@ def test_inception_resnet_v2_matches_keras_applications(irv2_checkpoint):
 
 @pytest.mark.slow
 def test_inception_v2_matches_tf_slim(tmp_path):
-    python = legacy_python()
-    assert Path(python).exists(), (
-        "legacy interpreter %s not found; run `make venv-legacy` or set "
-        "HUBEXPORT_LEGACY_PYTHON to a python with tensorflow 2.15 and tf-slim" % python)
     result = standin.make_standin("inception_v2", tmp_path / "standin", seed=5)
-    checkpoint = extract_member(result, tmp_path / "ckpt")
+    checkpoint = extract_member(result.tarball, tmp_path / "ckpt")
 
     batches = [structured_images(2, 2, 224, 224), structured_images(3, 1, 331, 257)]
     np.savez(tmp_path / "in.npz",
              **{"images_%d" % i: b * 2.0 - 1.0 for i, b in enumerate(batches)})
-    proc = subprocess.run(
-        [python, str(LEGACY_SCRIPT), str(checkpoint), str(tmp_path / "in.npz"),
-         str(tmp_path / "out.npz")],
-        capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_legacy(LEGACY_SCRIPT, checkpoint, tmp_path / "in.npz", tmp_path / "out.npz", timeout=600)
 
     ours = run_ours("inception_v2", checkpoint, batches)
     with np.load(tmp_path / "out.npz") as ref:

@@ -1,0 +1,46 @@
+"""What the session's module family holds: the models, their kinds and versions.
+
+Read from the shipped specs (``specs/*.yaml``), so that a new spec gets the
+generic family tests without new test code. ``HUBEXPORT_TEST_MODELS=a,b``
+(a development aid; CI never sets it) narrows the family to those models.
+"""
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _models():
+    names = sorted(p.stem for p in (REPO / "specs").glob("*.yaml"))
+    only = os.environ.get("HUBEXPORT_TEST_MODELS")
+    if only:
+        wanted = set(only.split(","))
+        names = [n for n in names if n in wanted]
+    return tuple(names)
+
+
+#: Model names (spec names) of the family.
+MODELS = _models()
+
+
+def shipped_specs():
+    """dict model -> ModelSpec of the shipped specs in :data:`MODELS`."""
+    from hubexport.specs import load_specs
+
+    specs = load_specs(REPO / "specs")
+    return {name: specs[name] for name in MODELS}
+
+
+SPECS = shipped_specs()
+
+#: (model, kind, version) of every module, in spec order.
+MODULES = [(name, kind, version) for name, spec in SPECS.items()
+           for kind, family in spec.modules.items() for version in family.versions]
+#: (model, kind) of every handle.
+HANDLES = sorted({(m, k) for m, k, _ in MODULES})
+
+
+def ids(rows):
+    """pytest ids "model/kind/version" for rows of tuples."""
+    return ["/".join(map(str, row)) for row in rows]
