@@ -17,14 +17,11 @@ from hubexport import nets
 from hubexport.nets import layers
 
 DATA = Path(__file__).resolve().parent.parent / "hubexport" / "data"
-ARCHS = ("inception_v2", "inception_resnet_v2")
-# The logits layer of each checkpoint (absent from feature_vector modules).
-LOGITS_PREFIX = {
-    "inception_v2": "InceptionV2/Logits/Conv2d_1c_1x1/",
-    "inception_resnet_v2": "InceptionResnetV2/Logits/Logits/",
-}
-# The auxiliary head of the IRv2 checkpoint, which the modules do not build.
-AUX_PREFIX = "InceptionResnetV2/AuxLogits/"
+# Every architecture hubexport defines: each needs its manifest and a net.
+ARCHS = tuple(nets.ARCHITECTURES)
+# The auxiliary heads of the Inception V3 and IRv2 checkpoints, which the
+# modules do not build.
+AUX = "/AuxLogits/"
 
 
 def manifest(arch):
@@ -32,10 +29,22 @@ def manifest(arch):
         return json.load(f)
 
 
+def logits_prefix(arch):
+    """The logits layer's scope (absent from feature_vector modules), with a slash."""
+    return nets.get_net(arch).logits_scope + "/"
+
+
 def manifest_net_variables(arch):
     """{name: shape} of the checkpoint variables the classification net uses."""
     return {v["name"]: tuple(v["shape"]) for v in manifest(arch)["variables"]
-            if v["name"] != "global_step" and not v["name"].startswith(AUX_PREFIX)}
+            if v["name"] != "global_step" and AUX not in v["name"]}
+
+
+def num_classes(arch):
+    """The checkpoint's class count: the length of its logits biases."""
+    (shape,) = [v["shape"] for v in manifest(arch)["variables"]
+                if v["name"] == logits_prefix(arch) + "biases"]
+    return shape[0]
 
 
 def requested_variables(arch, num_classes):
@@ -88,7 +97,7 @@ def test_inception_resnet_v2_manifest_layout():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_classification_variables_equal_manifest(arch):
-    requests = requested_variables(arch, 1001)
+    requests = requested_variables(arch, num_classes(arch))
     names = [r.name for r in requests]
     assert len(names) == len(set(names)), "a variable was requested twice"
     assert {r.name: r.shape for r in requests} == manifest_net_variables(arch)
@@ -101,7 +110,7 @@ def test_classification_variables_equal_manifest(arch):
 def test_feature_vector_variables_equal_manifest_minus_logits(arch):
     requests = requested_variables(arch, None)
     expected = {n: s for n, s in manifest_net_variables(arch).items()
-                if not n.startswith(LOGITS_PREFIX[arch])}
+                if not n.startswith(logits_prefix(arch))}
     assert len(expected) == len(manifest_net_variables(arch)) - 2
     assert {r.name: r.shape for r in requests} == expected
 
@@ -122,7 +131,7 @@ def running_net(request):
 
         images = tf.compat.v1.placeholder(tf.float32, [None, None, None, 3])
         logits, features, end_points = nets.build_net(
-            arch, layers.NetContext(factory), images)
+            arch, layers.NetContext(factory), images, num_classes=num_classes(arch))
         init = tf.compat.v1.global_variables_initializer()
     sess = tf.compat.v1.Session(graph=graph)
     sess.run(init)
@@ -138,43 +147,56 @@ def _images(n, h, w):
     return np.random.default_rng(1).uniform(0, 1, (n, h, w, 3)).astype(np.float32)
 
 
+# End point shapes (without batch) at the default size, read off TF-Slim's
+# nets; the other architectures' tables are in tests/test_nets_*.py.
+END_POINTS = {
+    "inception_v2": {"Mixed_5c": (7, 7, 1024), "Conv2d_1a_7x7": (112, 112, 64)},
+    "inception_resnet_v2": {
+        "Conv2d_1a_3x3": (149, 149, 32), "Conv2d_2a_3x3": (147, 147, 32),
+        "Conv2d_2b_3x3": (147, 147, 64), "MaxPool_3a_3x3": (73, 73, 64),
+        "Conv2d_3b_1x1": (73, 73, 80), "Conv2d_4a_3x3": (71, 71, 192),
+        "MaxPool_5a_3x3": (35, 35, 192), "Mixed_5b": (35, 35, 320),
+        "Mixed_6a": (17, 17, 1088), "PreAuxLogits": (17, 17, 1088),
+        "Mixed_7a": (8, 8, 2080), "Conv2d_7b_1x1": (8, 8, 1536), "PreLogitsFlatten": (1536,)},
+}
+
+
 def test_output_shapes_default_size(running_net):
     arch, run = running_net
     net = nets.get_net(arch)
     size = net.default_image_size
     logits, features, ep = run(_images(2, size, size))
-    assert logits.shape == (2, 1001) and logits.dtype == np.float32
+    classes = num_classes(arch)
+    assert logits.shape == (2, classes) and logits.dtype == np.float32
     assert features.shape == (2, net.feature_size)
     assert ep["global_pool"].shape == (2, 1, 1, net.feature_size)
     assert np.all(np.isfinite(logits))
-    if arch == "inception_v2":
-        assert (size, net.feature_size) == (224, 1024)
-        assert ep["Mixed_5c"].shape == (2, 7, 7, 1024)
-        assert ep["Conv2d_1a_7x7"].shape == (2, 112, 112, 64)
-    else:
-        assert (size, net.feature_size) == (299, 1536)
-        expected = {"Conv2d_1a_3x3": (149, 149, 32), "Conv2d_2a_3x3": (147, 147, 32),
-                    "Conv2d_2b_3x3": (147, 147, 64), "MaxPool_3a_3x3": (73, 73, 64),
-                    "Conv2d_3b_1x1": (73, 73, 80), "Conv2d_4a_3x3": (71, 71, 192),
-                    "MaxPool_5a_3x3": (35, 35, 192), "Mixed_5b": (35, 35, 320),
-                    "Mixed_6a": (17, 17, 1088), "PreAuxLogits": (17, 17, 1088),
-                    "Mixed_7a": (8, 8, 2080), "Conv2d_7b_1x1": (8, 8, 1536)}
-        for name, shape in expected.items():
-            assert ep[name].shape == (2,) + shape, name
-        assert ep["PreLogitsFlatten"].shape == (2, 1536)
-    assert ep["Logits"].shape == (2, 1001)
+    for name, shape in END_POINTS.get(arch, {}).items():
+        assert ep[name].shape == (2,) + shape, name
+    assert ep["Logits"].shape == (2, classes)
     np.testing.assert_allclose(features, ep["global_pool"][:, 0, 0, :])
+
+
+def test_default_sizes_and_feature_sizes_are_tf_slims():
+    """ZOO.md / FACTS.md: default image size and feature size of every architecture."""
+    expected = {"inception_v1": (224, 1024), "inception_v2": (224, 1024),
+                "inception_v3": (299, 2048), "inception_resnet_v2": (299, 1536)}
+    expected.update({"resnet_v%d_%d" % (v, d): (224, 2048) for v in (1, 2) for d in (50, 101, 152)})
+    assert set(expected) == set(ARCHS)
+    for arch, (size, features) in expected.items():
+        net = nets.get_net(arch)
+        assert (net.default_image_size, net.feature_size) == (size, features), arch
 
 
 def test_output_shapes_331x257(running_net):
     arch, run = running_net
     net = nets.get_net(arch)
     logits, features, ep = run(_images(1, 331, 257))
-    assert logits.shape == (1, 1001)
+    assert logits.shape == (1, num_classes(arch))
     assert features.shape == (1, net.feature_size)
     if arch == "inception_v2":
         assert ep["Mixed_5c"].shape == (1, 11, 9, 1024)  # ceil(331/32), ceil(257/32)
-    else:
+    elif arch == "inception_resnet_v2":
         # 331 -> 165 -> 163 -> 81 -> 79 -> 39 -> 19 -> 9;
         # 257 -> 128 -> 126 -> 62 -> 60 -> 29 -> 14 -> 6.
         assert ep["Conv2d_7b_1x1"].shape == (1, 9, 6, 1536)
@@ -186,7 +208,7 @@ def test_min_image_size_boundary(running_net):
     net = nets.get_net(arch)
     lo = net.min_image_size
     logits, features, _ = run(_images(1, lo, lo + 3))
-    assert logits.shape == (1, 1001) and features.shape == (1, net.feature_size)
+    assert logits.shape == (1, num_classes(arch)) and features.shape == (1, net.feature_size)
     for h, w in ((lo - 1, lo), (lo, lo - 1)):
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match="at least %dx%d pixels" % (lo, lo)):
