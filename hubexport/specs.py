@@ -133,10 +133,15 @@ class CardInfo:
         network_architecture: value of the card's ``network-architecture``
             metadata, e.g. ``"inception-v2"``.
         overview: Markdown of the card's Overview section (the papers).
+        classes_note: Markdown the cards print about the logits' classes
+            in place of the ImageNetLabels.txt sentence (e.g. that the
+            ResNet V1 checkpoints have 1000 classes and no background
+            class), or None.
     """
 
     network_architecture: str
     overview: str
+    classes_note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,6 +526,7 @@ _SCHEMA = _Fields({
             "str", _matches(re.compile(r"[a-z0-9][a-z0-9.\-]*"),
                             "lower-case words joined by '-'")),
         "overview": _STR,
+        "classes_note": _Scalar("str", _check_text, optional=True),
     }),
     "modules": _MapOf(
         key=_Scalar("str", _one_of(KINDS, "module kind")),
