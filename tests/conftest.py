@@ -161,18 +161,25 @@ class Family:
                 r.name for r in variable_requests(spec.architecture, spec.num_classes))
         return _VALUES[model]
 
-    def checkpoint_function(self, model, kind="classification"):
-        """The model's net run on its checkpoint (:func:`hubexport.nets.checkpoint_function`)."""
-        from hubexport.nets import checkpoint_function
+    def checkpoint_function(self, model):
+        """The model's net run on its checkpoint (:func:`hubexport.nets.checkpoint_function`), cached.
 
-        spec = self.spec(model)
-        return checkpoint_function(spec.architecture, self.values(model),
-                                   spec.num_classes if kind == "classification" else None,
-                                   input_mapping=spec.input_mapping)
+        Maps float32 images [batch, height, width, 3] in [0, 1] to (logits
+        [batch, num_classes], features [batch, feature_size]).
+        """
+        if model not in _FUNCTIONS:
+            from hubexport.nets import checkpoint_function
+
+            spec = self.spec(model)
+            _FUNCTIONS[model] = checkpoint_function(spec.architecture, self.values(model),
+                                                    spec.num_classes,
+                                                    input_mapping=spec.input_mapping)
+        return _FUNCTIONS[model]
 
 
 _VALUES = {}
 _SPECS = {}
+_FUNCTIONS = {}
 
 
 def _code_key():

@@ -13,11 +13,24 @@ from hubexport.formats import hub_protos
 
 pytestmark = pytest.mark.slow
 
-SIZES = {"inception_v2": 224, "inception_resnet_v2": 299}
-FEATURES = {"inception_v2": 1024, "inception_resnet_v2": 1536}
-SCOPES = {"inception_v2": "InceptionV2", "inception_resnet_v2": "InceptionResnetV2"}
-MODULES = [(a, k, v) for a in SIZES for k in ("classification", "feature_vector") for v in (1, 3)]
-IDS = ["%s/%s/%d" % m for m in MODULES]
+from family_support import HANDLES, MODELS, MODULES, SPECS, ids
+
+# The TF1 Hub format modules (versions 1 and 3).
+HUB_MODULES = [m for m in MODULES
+               if SPECS[m[0]].modules[m[1]].versions[m[2]].format == "hub"]
+# An end point every image_feature_vector signature exports (TF-Slim's names).
+END_POINT = {"inception_v1": "Mixed_5b", "inception_v2": "Mixed_5b", "inception_v3": "Mixed_5b",
+             "inception_resnet_v2": "Mixed_5b"}
+
+
+def _end_point(model):
+    arch = SPECS[model].architecture
+    return "%s/%s" % (SPECS[model].scope, END_POINT.get(arch, "block4"))
+
+
+def _classes(model, kind):
+    spec = SPECS[model]
+    return spec.num_classes if kind == "classification" else spec.feature_size
 
 
 def _signatures(kind, version):
@@ -37,18 +50,21 @@ def _images(height, width, batch=2, seed=0):
 
 
 def test_build_all_wrote_every_module_and_card(family):
-    assert len(family.results) == 16
+    assert len(family.results) == len(MODULES)
+    assert sorted(r["module_handle"] for r in family.results) == sorted(
+        "google/imagenet/%s/%s/%d" % m for m in MODULES)
     assert {r["status"] for r in family.results} <= {"built", "up-to-date"}
     for arch, kind, version in MODULES:
         module = family.module(arch, kind, version)
         assert (module / "saved_model.pb").is_file()
-        assert (module / "tfhub_module.pb").read_bytes() == hub_protos.module_def_bytes()
         assert (module / "variables" / "variables.index").is_file()
+        if (arch, kind, version) in HUB_MODULES:
+            assert (module / "tfhub_module.pb").read_bytes() == hub_protos.module_def_bytes()
         assert family.card(arch, kind, version).read_text().startswith("# Module google/")
         assert not list(module.parent.glob(".*tmp*"))
 
 
-@pytest.mark.parametrize("arch,kind,version", MODULES, ids=IDS)
+@pytest.mark.parametrize("arch,kind,version", HUB_MODULES, ids=ids(HUB_MODULES))
 def test_meta_graphs_tags_signatures_attachments(family, arch, kind, version):
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -60,9 +76,9 @@ def test_meta_graphs_tags_signatures_attachments(family, arch, kind, version):
         (attachment,) = meta_graph.collection_def["hub_module_attachments"].bytes_list.value
         key, value = hub_protos.parse_attachment(attachment)
         assert key == "image_module_info"
-        assert hub_protos.parse_image_module_info(value) == [SIZES[arch]] * 2
+        assert hub_protos.parse_image_module_info(value) == [SPECS[arch].image_size] * 2
         images = meta_graph.signature_def["default"].inputs["images"]
-        size = SIZES[arch] if version == 1 else -1
+        size = SPECS[arch].image_size if version == 1 else -1
         assert [d.size for d in images.tensor_shape.dim] == [-1, size, size, 3]
         if version == 3:
             bn = meta_graph.signature_def["image_feature_vector_with_bn_hparams"]
@@ -72,38 +88,42 @@ def test_meta_graphs_tags_signatures_attachments(family, arch, kind, version):
         assert meta_graph.collection_def["regularization_losses"].node_list.value
 
 
-@pytest.mark.parametrize("arch,kind,version", MODULES, ids=IDS)
+def _close(got, want, tolerance=1e-5):
+    """At most ``tolerance`` apart, relative to the reference's scale (at least 1)."""
+    scale = max(1.0, float(np.abs(want).max()))
+    return float(np.abs(got - want).max()) <= tolerance * scale
+
+
+@pytest.mark.parametrize("arch,kind,version", HUB_MODULES, ids=ids(HUB_MODULES))
 def test_hub_load_outputs_equal_the_checkpoint(family, arch, kind, version):
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    from hubexport.nets import checkpoint_function
-
-    size = SIZES[arch]
+    size = SPECS[arch].image_size
     images = _images(size, size)
-    logits, features = checkpoint_function(arch, family.values(arch))(images)
+    logits, features = family.checkpoint_function(arch)(images)
     module = hub.load(str(family.module(arch, kind, version)))
     feature_out = module.signatures["image_feature_vector"](images=images)
-    assert feature_out["default"].shape == (2, FEATURES[arch])
-    assert np.abs(feature_out["default"].numpy() - features.numpy()).max() <= 1e-5
-    assert "%s/Mixed_5b" % SCOPES[arch] in feature_out
+    assert feature_out["default"].shape == (2, SPECS[arch].feature_size)
+    assert _close(feature_out["default"].numpy(), features.numpy())
+    assert _end_point(arch) in feature_out
     if kind == "classification":
         out = module.signatures["image_classification"](images=images)["default"]
-        assert out.shape == (2, 1001)
-        assert np.abs(out.numpy() - logits.numpy()).max() <= 1e-5
+        assert out.shape == (2, SPECS[arch].num_classes)
+        assert _close(out.numpy(), logits.numpy())
         default = module.signatures["default"](images=images)["default"]
-        assert np.abs(default.numpy() - logits.numpy()).max() <= 1e-5
+        assert _close(default.numpy(), logits.numpy())
     else:
         assert set(module.signatures) == _signatures(kind, version)
     train = hub.load(str(family.module(arch, kind, version)), tags=["train"])
     name = "image_feature_vector" + ("_with_bn_hparams" if version == 3 else "")
     kwargs = {"batch_norm_momentum": tf.constant(0.997)} if version == 3 else {}
     out = train.signatures[name](images=images, **kwargs)["default"]
-    assert out.shape == (2, FEATURES[arch])
+    assert out.shape == (2, SPECS[arch].feature_size)
     assert np.isfinite(out.numpy()).all()
 
 
-@pytest.mark.parametrize("arch,kind", [(a, k) for a in SIZES for k in ("classification", "feature_vector")])
+@pytest.mark.parametrize("arch,kind", HANDLES, ids=ids(HANDLES))
 def test_v3_takes_other_sizes_v1_refuses_them(family, arch, kind):
     import tensorflow as tf
     import tensorflow_hub as hub
@@ -111,44 +131,73 @@ def test_v3_takes_other_sizes_v1_refuses_them(family, arch, kind):
     v3 = hub.load(str(family.module(arch, kind, 3)))
     for height, width in ((299, 299), (331, 257), (160, 160)):
         out = v3.signatures["default"](images=_images(height, width, batch=1))["default"]
-        assert out.shape == (1, 1001 if kind == "classification" else FEATURES[arch])
+        assert out.shape == (1, _classes(arch, kind))
     v1 = hub.load(str(family.module(arch, kind, 1)))
-    other = 299 if arch == "inception_v2" else 224
+    size = SPECS[arch].image_size
+    other = 299 if size != 299 else 224
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
         v1.signatures["default"](images=_images(other, other, batch=1))
-    message = "this module takes only %dx%d pixel images" % (SIZES[arch], SIZES[arch])
+    message = "this module takes only %dx%d pixel images" % (size, size)
     assert message in str(err.value)
 
 
-def test_below_min_size_is_a_clear_error(family):
+def _min_size(model):
+    from hubexport.nets import get_net
+
+    return get_net(SPECS[model].architecture).min_image_size
+
+
+@pytest.mark.parametrize("arch", [m for m in MODELS if _min_size(m) > 1])
+def test_below_min_size_is_a_clear_error(family, arch):
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    module = hub.load(str(family.module("inception_resnet_v2", "feature_vector", 3)))
+    low = _min_size(arch)
+    module = hub.load(str(family.module(arch, "feature_vector", 3)))
+    out = module.signatures["default"](images=_images(low, low, batch=1))["default"]
+    assert out.shape == (1, SPECS[arch].feature_size)
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
-        module.signatures["default"](images=_images(64, 64, batch=1))
-    assert "inception_resnet_v2 needs input images of at least 75x75 pixels" in str(err.value)
+        module.signatures["default"](images=_images(low - 1, low, batch=1))
+    assert ("%s needs input images of at least %dx%d pixels" % (SPECS[arch].architecture, low, low)
+            in str(err.value))
 
 
-@pytest.mark.parametrize("arch", SIZES)
-def test_parameter_counts_agree_with_the_checkpoint(family, arch):
+def _numbers(path):
+    """Numbers (float32 values) of every variable in the checkpoint at ``path``."""
     import tensorflow as tf
 
+    reader = tf.train.load_checkpoint(str(path))
+    dtypes = reader.get_variable_to_dtype_map()
+    return {n: int(np.prod(s)) for n, s in reader.get_variable_to_shape_map().items()
+            if dtypes[n] == tf.float32}
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_parameter_counts_agree_with_the_manifest(family, arch):
+    """Every module's parameters equal the manifest's (read off TF-Slim's net), less what it drops."""
+    import tensorflow as tf
+
+    from hubexport.nets import get_net
+    from hubexport.standin import load_manifest
+
+    spec = SPECS[arch]
+    manifest = {v["name"]: v["shape"] for v in load_manifest(spec.architecture)["variables"]}
+    logits_scope = get_net(spec.architecture).logits_scope + "/"
+    used = sum(int(np.prod(s)) for n, s in manifest.items()
+               if n != "global_step" and "/AuxLogits/" not in n)
+    logits_layer = sum(int(np.prod(s)) for n, s in manifest.items() if n.startswith(logits_scope))
+    assert logits_layer == (spec.feature_size + 1) * spec.num_classes
+    want = {"classification": used, "feature_vector": used - logits_layer}
     ckpt = tf.train.load_checkpoint(str(family.checkpoint(arch)))
     shapes = ckpt.get_variable_to_shape_map()
-    counts = {}
-    for kind in ("classification", "feature_vector"):
-        for version in (1, 3):
-            module = tf.train.load_checkpoint(str(family.module(arch, kind, version) / "variables" / "variables"))
-            module_shapes = module.get_variable_to_shape_map()
-            for name, shape in module_shapes.items():
-                assert shapes[name] == shape, name
-            counts[kind, version] = sum(int(np.prod(s)) for s in module_shapes.values())
-    logits_layer = sum(int(np.prod(s)) for n, s in shapes.items()
-                       if n.startswith(SCOPES[arch] + "/Logits/"))
-    used = sum(int(np.prod(s)) for n, s in shapes.items()
-               if n != "global_step" and "AuxLogits" not in n)
-    assert counts["classification", 1] == counts["classification", 3] == used
-    assert counts["feature_vector", 1] == counts["feature_vector", 3] == used - logits_layer
+    for kind, family_spec in spec.modules.items():
+        for version, version_spec in family_spec.versions.items():
+            path = family.module(arch, kind, version) / "variables" / "variables"
+            numbers = _numbers(path)
+            assert sum(numbers.values()) == want[kind], (kind, version)
+            if version_spec.format == "hub":  # keyed by the checkpoint's names
+                module_shapes = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
+                for name, shape in module_shapes.items():
+                    assert shapes[name] == shape == manifest[name], name
     if arch == "inception_v2":
         assert used == 11_199_137

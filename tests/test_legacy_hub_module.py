@@ -10,8 +10,9 @@ the background), and meanwhile computes the reference outputs with
 ``hub.load`` in TensorFlow 2.21. The legacy script writes a JSON report and
 its outputs; the tests below judge them.
 
-Checked for each of the eight modules (2 architectures x classification /
-feature_vector x versions 1 / 3):
+Checked for each v1/v3 module (classification / feature_vector x versions 1
+/ 3) of the models in ``ARCHITECTURES``: the seeds' family and one model of
+each family the zoo added (Inception V1, ResNet V1, ResNet V2):
   * ``hub.Module(path)`` loads; signature names, input and output dtypes and
     shapes are the documented ones, in both graph variants;
   * ``hub.get_expected_image_size`` and the ``image_module_info`` attachment;
@@ -19,7 +20,8 @@ feature_vector x versions 1 / 3):
     TensorFlow 2.21 (max abs diff <= 1e-5), version 3 also at another size;
   * fine-tuning as the cards show it (``trainable=True, tags={"train"}``,
     ``*_with_bn_hparams`` with ``batch_norm_momentum=0.997``; version 1 with
-    TF-Slim's 0.9997; the v3 default 0.99 once per architecture): update
+    TF-Slim's own decay (0.9997 Inception, 0.997 ResNet); the v3 default 0.99
+    once per architecture): update
     arithmetic of a moving mean and variance, optimizer steps change every
     trainable variable and moving statistic, the weight decay terms in
     REGULARIZATION_LOSSES (values, and the set of variables TF-Slim's own
@@ -47,11 +49,25 @@ README_SECTION = "## TF1 Hub format: differences from tensorflow-hub 0.15's expo
 TOLERANCE = 1e-5
 TIMEOUT = 1500  # seconds for one architecture's legacy run
 
-ARCHITECTURES = ("inception_resnet_v2", "inception_v2")  # the slower one starts first
-SIZES = {"inception_v2": 224, "inception_resnet_v2": 299}
-FEATURES = {"inception_v2": 1024, "inception_resnet_v2": 1536}
-SCOPES = {"inception_v2": "InceptionV2", "inception_resnet_v2": "InceptionResnetV2"}
-MODULES = [(a, k, v) for a in ("inception_v2", "inception_resnet_v2")
+from family_support import SPECS  # noqa: E402
+
+# The slower ones start first.
+ARCHITECTURES = tuple(a for a in ("inception_resnet_v2", "resnet_v1_50", "resnet_v2_50",
+                                  "inception_v2", "inception_v1") if a in SPECS)
+SIZES = {a: SPECS[a].image_size for a in ARCHITECTURES}
+FEATURES = {a: SPECS[a].feature_size for a in ARCHITECTURES}
+CLASSES = {a: SPECS[a].num_classes for a in ARCHITECTURES}
+SCOPES = {a: SPECS[a].scope for a in ARCHITECTURES}
+# An end point every image_feature_vector signature exports (TF-Slim's names).
+END_POINTS = {a: "Mixed_5b" if a.startswith("inception") else "block4" for a in ARCHITECTURES}
+# TF-Slim's arg scopes (inception_utils.inception_arg_scope; resnet_utils.
+# resnet_arg_scope): batch norm decay and L2 weight decay.
+SLIM_HPARAMS = {a: (0.997, 1e-4) if a.startswith("resnet") else (0.9997, 4e-5)
+                for a in ARCHITECTURES}
+# The logits layer's scope in each checkpoint (ZOO.md).
+LOGITS = {a: SCOPES[a] + ("/logits/" if a.startswith("resnet") else "/Logits/")
+          for a in ARCHITECTURES}
+MODULES = [(a, k, v) for a in ARCHITECTURES
            for k in ("classification", "feature_vector") for v in (1, 3)]
 IDS = ["%s/%s/%d" % m for m in MODULES]
 OTHER_SIZE = (257, 331)  # height, width for version 3's variable-size check
@@ -139,7 +155,11 @@ class LegacyRuns:
             work = root / arch
             work.mkdir()
             np.savez(work / "images.npz", **self.batches[arch])
+            decay, weight_decay = SLIM_HPARAMS[arch]
             plan = {"architecture": arch, "images": str(work / "images.npz"),
+                    "batch_norm_decay": decay, "weight_decay": weight_decay,
+                    "image_size": SIZES[arch], "num_classes": CLASSES[arch],
+                    "tf_slim_net": None if arch == "inception_resnet_v2" else arch,
                     "work_dir": str(work), "report": str(work / "report.json"),
                     "outputs": str(work / "outputs.npz"), "delete_exports": True,
                     "modules": [{"key": key_of(a, k, v), "path": str(family.module(a, k, v)),
@@ -246,12 +266,12 @@ def assert_documented_infos(arch, kind, version, signatures, inputs, outputs, wh
             expected["batch_norm_momentum"] = {"dtype": "float32", "shape": [], "is_sparse": False}
         assert inputs[name] == expected, (where, name)
         features = "feature_vector" in name or (name == "default" and kind == "feature_vector")
-        width = FEATURES[arch] if features else 1001
+        width = FEATURES[arch] if features else CLASSES[arch]
         default = {"dtype": "float32", "shape": [None, width], "is_sparse": False}
         assert outputs[name]["default"] == default, (where, name)
         extra = set(outputs[name]) - {"default"}
         if features:  # plus TF-Slim's end points, named <scope>/<end point>
-            assert "%s/Mixed_5b" % SCOPES[arch] in extra, (where, name)
+            assert "%s/%s" % (SCOPES[arch], END_POINTS[arch]) in extra, (where, name)
             assert all(n.startswith(SCOPES[arch] + "/") for n in extra), (where, name)
             assert all(o["dtype"] == "float32" for o in outputs[name].values()), (where, name)
         else:
@@ -305,7 +325,8 @@ def test_outputs_equal_hub_load_in_tf2(legacy, arch, kind, version):
         ours = outputs[name]
         batch = legacy.batches[arch][name.rsplit("|", 1)[1]]
         signature = name.split("|")[1]
-        width = FEATURES[arch] if (signature == "image_feature_vector" or kind == "feature_vector") else 1001
+        width = (FEATURES[arch] if (signature == "image_feature_vector" or kind == "feature_vector")
+                 else CLASSES[arch])
         assert ours.shape == (batch.shape[0], width), name
         assert np.all(np.isfinite(ours)), name
         diff = max_abs(ours, ref)
@@ -353,7 +374,8 @@ def test_fine_tuning_as_the_cards_show(legacy, arch, kind, version):
             assert checks[1]["momentum"] == 0.99  # the v3 cards: "defaults to 0.99"
             assert ft["default_update_ops"] == ft["moving_statistics"]
     else:
-        assert ft["signature"] == "default" and ft["momentum"] == 0.9997  # TF-Slim's decay
+        assert ft["signature"] == "default"
+        assert ft["momentum"] == SLIM_HPARAMS[arch][0]  # TF-Slim's own decay
         checks = [ft["momentum_check"]]
     # Batch norm: one update per moving statistic, the arithmetic exact to float32.
     assert ft["moving_statistics"] > 0
@@ -373,7 +395,8 @@ def test_fine_tuning_as_the_cards_show(legacy, arch, kind, version):
     assert ft["trainable_changed"] == ft["module_trainable_variables"], ft["trainable_unchanged"]
     assert ft["trainable_finite"]
     assert ft["moving_changed"] == ft["moving_statistics"]
-    # Weight decay terms: each is 4e-5 * sum(w**2) / 2 of one module variable.
+    # Weight decay terms: each is weight_decay * sum(w**2) / 2 of one module
+    # variable (TF-Slim's 4e-5 for the Inception nets, 1e-4 for the ResNets).
     assert ft["regularization_losses"] > 0
     assert ft["regularization_losses_not_one_module_variable"] == []
     assert len(ft["regularized_variables"]) == ft["regularization_losses"]
@@ -383,14 +406,14 @@ def test_fine_tuning_as_the_cards_show(legacy, arch, kind, version):
 def tf_slim_regularized(legacy, arch, kind):
     """The variables TF-Slim's arg scope regularizes, for the module's variables.
 
-    Inception V2: read off tf_slim's own inception_v2 (legacy run).
+    Nets tf_slim 1.1.0 ships (Inception V1/V2, the ResNets): read off
+    tf_slim's own net in training mode (legacy run).
     Inception-ResNet-V2 (not in tf_slim): its arg scope puts
     ``weights_regularizer`` and ``biases_regularizer`` on every conv2d and
     fully_connected, i.e. every ``weights`` and ``biases`` in the checkpoint;
     the auxiliary head is not part of the modules.
     """
-    scope = SCOPES[arch]
-    if arch == "inception_v2":
+    if arch != "inception_resnet_v2":
         report, _ = legacy.result(arch)
         no_errors(report, "tf_slim_regularized")
         names = report["tf_slim_regularized"]
@@ -399,11 +422,12 @@ def tf_slim_regularized(legacy, arch, kind):
         names = [v["name"] for v in manifest["variables"]
                  if v["name"].rsplit("/", 1)[-1] in ("weights", "biases") and "/AuxLogits/" not in v["name"]]
     if kind == "feature_vector":
-        names = [n for n in names if not n.startswith(scope + "/Logits/")]
+        names = [n for n in names if not n.startswith(LOGITS[arch])]
     return sorted(names)
 
 
-@pytest.mark.parametrize("arch,kind", [(a, k) for a in SIZES for k in ("classification", "feature_vector")])
+@pytest.mark.parametrize("arch,kind", [(a, k) for a in ARCHITECTURES
+                                       for k in ("classification", "feature_vector")])
 def test_regularization_losses_are_tf_slims(legacy, arch, kind):
     for version in (1, 3):
         record = legacy.module(arch, kind, version)

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -252,50 +251,7 @@ def test_training_true_moves_moving_averages_by_momentum(modules, values):
 
 # --- tf-keras ---------------------------------------------------------------
 
-_KERAS_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_hub as hub
-
-    cases = json.loads(sys.argv[1])
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, [8, 224, 224, 3]).astype(np.float32)
-    y = rng.integers(0, 5, [8])
-    results = {}
-    for name, path, trainable in cases:
-        tf.keras.utils.set_random_seed(0)
-        layer = hub.KerasLayer(path, trainable=trainable,
-                               arguments=dict(batch_norm_momentum=0.997))
-        model = tf.keras.Sequential([layer, tf.keras.layers.Dense(5)])
-        model.build([None, 224, 224, 3])
-        before = [w.numpy() for w in layer.weights]
-        head_before = [w.numpy() for w in model.layers[1].weights]
-        model.compile(optimizer=tf.keras.optimizers.SGD(0.01),
-                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-        trainable_ids = {id(w) for w in layer.trainable_weights}
-        changed = {"trainable": 0, "moving": 0, "other": 0}
-        counts = {"trainable": 0, "moving": 0, "other": 0}
-        for w, old in zip(layer.weights, before):
-            kind = ("trainable" if id(w) in trainable_ids else
-                    "moving" if "/BatchNorm/moving_" in w.name else "other")
-            counts[kind] += 1
-            changed[kind] += int(not np.array_equal(w.numpy(), old))
-        decay = [w for w in layer.weights if w.name.split("/")[-1].startswith("weights")]
-        want_loss = sum(4e-5 * float(np.sum(w.numpy().astype(np.float64) ** 2)) / 2
-                        for w in decay)
-        results[name] = dict(
-            counts=counts, changed=changed,
-            n_layer_trainable=len(layer.trainable_weights),
-            head_changed=any(not np.array_equal(w.numpy(), o)
-                             for w, o in zip(model.layers[1].weights, head_before)),
-            n_losses=len(model.losses),
-            sum_losses=float(tf.add_n(model.losses)), want_sum_losses=want_loss,
-            n_decay=len(decay), loss=history.history["loss"])
-    print("RESULTS " + json.dumps(results))
-""")
+KERAS_FIT = REPO / "tests" / "clients" / "keras_fit.py"
 
 
 def _run(args, **kwargs):
@@ -305,13 +261,11 @@ def _run(args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def keras_results(modules, tmp_path_factory):
-    script = tmp_path_factory.mktemp("keras") / "fit.py"
-    script.write_text(_KERAS_SCRIPT)
-    cases = [["cls_trainable", modules["cls_v5"], True],
-             ["cls_frozen", modules["cls_v5"], False],
-             ["fv_v4_trainable", modules["fv_v4"], True]]
-    proc = _run([sys.executable, str(script), json.dumps(cases)])
+def keras_results(modules):
+    cases = [["cls_trainable", modules["cls_v5"], True, IMAGE_SIZE, 4e-5],
+             ["cls_frozen", modules["cls_v5"], False, IMAGE_SIZE, 4e-5],
+             ["fv_v4_trainable", modules["fv_v4"], True, IMAGE_SIZE, 4e-5]]
+    proc = _run([sys.executable, str(KERAS_FIT), json.dumps(cases)])
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")][-1]
     return json.loads(line[len("RESULTS "):])

@@ -15,7 +15,15 @@ PLAN.json:
   ``work_dir`` a directory for the exports written here;
   ``report``   where to write the JSON report;
   ``outputs``  where to write an .npz of the computed outputs;
-  ``architecture``  "inception_v2" or "inception_resnet_v2";
+  ``architecture``  the net, e.g. "inception_v2" or "resnet_v2_50";
+  ``batch_norm_decay``  TF-Slim's batch norm decay for that net (its arg
+               scope: 0.9997 for the Inception nets, 0.997 for the ResNets),
+               the momentum version 1's train graph must use;
+  ``weight_decay``  TF-Slim's L2 weight decay for that net (4e-5 Inception,
+               1e-4 ResNet);
+  ``tf_slim_net`` (optional) the name of tf_slim 1.1.0's net function of the
+               same architecture (``tf_slim.nets.<module>.<name>``), whose
+               regularized variables are reported;
   ``modules``  a list of {"key", "path", "kind", "version"}; key is
                "<architecture>/<kind>/<version>";
   ``delete_exports`` (optional) remove each module's exports once compared.
@@ -43,8 +51,8 @@ For every module the report holds, under ``modules[key]``:
                 :func:`hub_exporter_export`), as lists of {"code", "detail"};
   ``errors``    check name -> traceback of any check that raised;
   ``seconds``   check name -> wall time.
-Top level: ``tf_slim_regularized`` (Inception V2 only): the variables TF-Slim's
-own ``inception_v2`` under ``inception_v2_arg_scope()`` regularizes.
+Top level: ``tf_slim_regularized`` (when the plan names ``tf_slim_net``): the
+variables tf_slim's own net under its own arg scope regularizes.
 
 Sessions of the output check use TensorFlow's default configuration (what a
 consumer gets); the training and re-export sessions turn graph rewriting
@@ -74,11 +82,11 @@ from tensorflow.python.framework import meta_graph as meta_graph_lib  # noqa: E4
 ATTACHMENTS = "hub_module_attachments"
 UPDATE_OPS = tf.compat.v1.GraphKeys.UPDATE_OPS
 REGULARIZATION_LOSSES = tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES
-# The cards' fine-tuning example and TF-Slim's default (batch_norm decay in
-# inception_utils.inception_arg_scope / inception_v2_arg_scope).
+# The cards' fine-tuning example and the v3 default; TF-Slim's own decay and
+# weight decay of the net come with the plan (batch_norm_decay, weight_decay).
 CARD_MOMENTUM = 0.997
 V3_DEFAULT_MOMENTUM = 0.99
-SLIM_MOMENTUM = 0.9997
+SLIM = {"batch_norm_decay": None, "weight_decay": None}
 STATE_OPS = ("VarHandleOp", "VariableV2", "Variable")
 BN_OPS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 
@@ -235,7 +243,8 @@ def momentum_arithmetic(old_mean, old_var, x, new_mean, new_var, momentum):
 
     valid = np.abs(batch_mean - old_mean) > 1e-3 * (1 + np.abs(old_mean))
     implied = (new_mean - batch_mean)[valid] / (old_mean - batch_mean)[valid]
-    others = sorted({V3_DEFAULT_MOMENTUM, CARD_MOMENTUM, SLIM_MOMENTUM, 0.9, 0.999} - {momentum})
+    others = sorted({V3_DEFAULT_MOMENTUM, CARD_MOMENTUM, SLIM["batch_norm_decay"], 0.9997, 0.9,
+                     0.999} - {momentum})
     return {
         "batch_norm_input_shape": list(x.shape),
         "momentum": momentum,
@@ -284,7 +293,7 @@ def check_finetune(mod, batches, default_momentum_check):
         else:
             signature = "default"
             output = module(images)
-            momentum = SLIM_MOMENTUM
+            momentum = SLIM["batch_norm_decay"]
         main_scope = "module_apply_%s/" % signature
         result["signature"], result["momentum"] = signature, momentum
         if kind == "classification":
@@ -345,7 +354,9 @@ def check_finetune(mod, batches, default_momentum_check):
                      "moving": {v.op.name: v for v in moving}}
             first = sess.run(state)
             before, before_moving = first["trainable"], first["moving"]
-            # Regularization arithmetic: each term is 4e-5 * sum(w**2) / 2 (slim.l2_regularizer).
+            # Regularization arithmetic: each term is weight_decay * sum(w**2) / 2
+            # (slim.l2_regularizer).
+            decay = SLIM["weight_decay"]
             errors, coeffs = [], []
             for value, names in zip(first["regs"], reg_vars):
                 if len(names) != 1 or names[0] not in before:
@@ -353,7 +364,7 @@ def check_finetune(mod, batches, default_momentum_check):
                 w = before[names[0]].astype(np.float64)
                 l2 = float(np.sum(w * w) / 2)
                 coeffs.append(float(value) / l2 if l2 else None)
-                errors.append(abs(float(value) - 4e-5 * l2) / max(4e-5 * l2, 1e-30))
+                errors.append(abs(float(value) - decay * l2) / max(decay * l2, 1e-30))
             result["regularization_terms_checked"] = len(errors)
             result["regularization_max_relative_error"] = max(errors) if errors else None
             result["regularization_coefficients"] = sorted({round(c, 9) for c in coeffs if c})
@@ -392,26 +403,48 @@ def check_finetune(mod, batches, default_momentum_check):
     return result
 
 
-def tf_slim_regularized_inception_v2():
-    """The variables TF-Slim's inception_v2 regularizes under its own arg scope.
+def _patch_tf215_batch_norm():
+    """Points TF 2.15.1's lazy Keras import for tf_slim's batch_norm at Keras 2.15's layer.
 
-    Batch norm is switched off (normalizer_fn=None) only to avoid TF 2.15's
-    broken Keras import in tf_slim's batch_norm; it does not change which
-    weights get a regularizer.
+    TF 2.15.1's tensorflow/python/layers/normalization.py imports
+    ``tf_keras.legacy_tf_layers.normalization``, a path no tf-keras release has.
+    """
+    from tensorflow.python.layers import normalization as tf_layers_normalization
+
+    try:
+        import tf_keras.legacy_tf_layers.normalization  # noqa: F401
+    except ImportError:
+        from keras.src.legacy_tf_layers import normalization as keras_normalization
+        tf_layers_normalization.normalization = keras_normalization
+
+
+def tf_slim_regularized(net_name, image_size, num_classes):
+    """The variables tf_slim's own net ``net_name`` regularizes under its own arg scope.
+
+    ``net_name`` is ``inception_v1/v2/v3`` (tf_slim.nets.inception,
+    ``<name>_arg_scope()``) or ``resnet_v1_N`` / ``resnet_v2_N``
+    (tf_slim.nets.resnet_v1 / resnet_v2, ``resnet_arg_scope()``), built in
+    training mode on [1, image_size, image_size, 3].
     """
     import tf_slim
-    from tf_slim.nets import inception_v2 as slim_v2
+    from tf_slim.nets import inception, resnet_v1, resnet_v2
 
+    _patch_tf215_batch_norm()
+    if net_name.startswith("inception"):
+        net_fn = getattr(inception, net_name)
+        arg_scope = getattr(inception, net_name + "_arg_scope")()
+    else:
+        module = resnet_v1 if net_name.startswith("resnet_v1") else resnet_v2
+        net_fn, arg_scope = getattr(module, net_name), module.resnet_arg_scope()
     with tf.Graph().as_default():
-        images = tf.compat.v1.placeholder(tf.float32, [1, 224, 224, 3])
-        with tf_slim.arg_scope(slim_v2.inception_v2_arg_scope()):
-            with tf_slim.arg_scope([slim_v2.layers.conv2d], normalizer_fn=None):
-                slim_v2.inception_v2(images, num_classes=1001, is_training=True)
+        images = tf.compat.v1.placeholder(tf.float32, [1, image_size, image_size, 3])
+        with tf_slim.arg_scope(arg_scope):
+            net_fn(images, num_classes=num_classes, is_training=True)
         names = []
         for loss in tf.compat.v1.get_collection(REGULARIZATION_LOSSES):
             (name,) = _variable_of(loss)
             names.append(name)
-    return sorted(names)
+    return sorted(name for name in names if "/AuxLogits/" not in name)
 
 
 # --------------------------------------------------------------------------
@@ -716,8 +749,10 @@ def main(plan_path):
     report = {"tensorflow": tf.__version__, "tensorflow_hub": hub.__version__,
               "architecture": plan["architecture"], "modules": {}}
     start = time.time()
-    if plan["architecture"] == "inception_v2":
-        run_check(report, "tf_slim_regularized", tf_slim_regularized_inception_v2)
+    SLIM.update(batch_norm_decay=plan["batch_norm_decay"], weight_decay=plan["weight_decay"])
+    if plan.get("tf_slim_net"):
+        run_check(report, "tf_slim_regularized", tf_slim_regularized, plan["tf_slim_net"],
+                  plan["image_size"], plan["num_classes"])
     for mod in plan["modules"]:
         record = report["modules"][mod["key"]] = {"key": mod["key"]}
         run_check(record, "spec", check_spec, mod)
