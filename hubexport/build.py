@@ -19,6 +19,12 @@ the next build of the same target. A target whose stamp matches the inputs
 (spec file, checkpoint checksum, hubexport version) is not rebuilt. The stamp
 also records what ``hubexport publish`` needs (see :func:`build_record`).
 
+A spec whose checkpoint has no published checksum (``checksum: unpublished``)
+is refused before anything is done unless ``allow_unpinned``; allowed, its
+tarball is fetched (or the cached one hashed) before the up-to-date check,
+since the stamp holds the sha256 of the bytes the module was built from, and
+the stamp records them with ``"pinned": false``.
+
 Worker processes (``jobs``): the parent fetches and verifies each tarball
 once, then hands out tasks to ``jobs`` worker processes (spawned, so no
 TensorFlow state is inherited). A task is either all TF1 Hub format targets
@@ -86,24 +92,64 @@ def target_paths(output, target):
     return parent / version, parent / (version + ".md"), parent / ("." + version + ".stamp")
 
 
-def _stamp(target):
-    """The content hash that decides whether a built module is up to date."""
+def _stamp(target, source=None):
+    """The content hash that decides whether a built module is up to date.
+
+    ``source`` is :func:`source_record`'s dict; for an unpinned source its
+    checksum (of the bytes used) goes into the hash, since the spec has none.
+    """
     spec = target.spec
     h = hashlib.sha256()
     h.update(Path(spec.source).read_bytes())
-    h.update(("%s:%s|%s|%s|%d" % (spec.checkpoint.checksum_algo, spec.checkpoint.checksum_hex,
-                                  __version__, target.kind, target.version.version)).encode())
+    if source is not None and not source["pinned"]:
+        checksum = "unpinned:" + source["checksum"]
+    else:
+        checksum = "%s:%s" % (spec.checkpoint.checksum_algo, spec.checkpoint.checksum_hex)
+    h.update(("%s|%s|%s|%d" % (checksum, __version__, target.kind,
+                               target.version.version)).encode())
     return h.hexdigest()
 
 
-def is_up_to_date(output, target):
-    """True if the module, its card and a matching stamp are all in place."""
+def is_up_to_date(output, target, source=None):
+    """True if the module, its card and a matching stamp are all in place.
+
+    ``source``: :func:`source_record`'s dict (needed for an unpinned source).
+    """
     module_dir, card, stamp = target_paths(output, target)
     try:
         return (module_dir.is_dir() and card.is_file()
-                and json.loads(stamp.read_text()).get("stamp") == _stamp(target))
+                and json.loads(stamp.read_text()).get("stamp") == _stamp(target, source))
     except (OSError, ValueError):
         return False
+
+
+def source_record(spec, fetched=None):
+    """The ``source`` of a build record: what the module's checkpoint tarball was.
+
+    Args:
+      spec: a :class:`hubexport.specs.ModelSpec`.
+      fetched: the :class:`hubexport.fetch.FetchedSource` of an unpinned
+        source (required then; ignored for a pinned one).
+
+    Returns:
+      dict (JSON-ready): ``url``, ``filename``, ``size`` (bytes; for a
+      pinned source as the spec says, possibly None), ``checksum``
+      (``"ALGO:HEX"`` as pinned by the spec, or ``"sha256:HEX"`` of the
+      bytes used for an unpinned one), ``member`` and ``pinned`` (bool).
+
+    Raises:
+      ValueError: the source is unpinned and ``fetched`` is None.
+    """
+    ckpt = spec.checkpoint
+    if not ckpt.pinned and fetched is None:
+        raise ValueError("source_record: %s has no published checksum; pass what was fetched"
+                         % spec.name)
+    record = {"url": ckpt.url, "filename": ckpt.filename, "size": ckpt.size,
+              "checksum": "%s:%s" % (ckpt.checksum_algo, ckpt.checksum_hex),
+              "member": ckpt.member, "pinned": True}
+    if not ckpt.pinned:
+        record.update(size=fetched.size, checksum=fetched.checksum, pinned=False)
+    return record
 
 
 def _clean_leftovers(parent, version):
@@ -163,7 +209,7 @@ def _tf_write_error(error):
 
 
 def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None,
-          force=False, progress=None, jobs=1):
+          force=False, progress=None, jobs=1, allow_unpinned=False, on_unpinned=None):
     """Builds modules and cards.
 
     Args:
@@ -176,6 +222,12 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
       force: rebuild even when up to date.
       progress: show download progress bars (None: when stderr is a TTY).
       jobs: number of worker processes writing modules (int >= 1).
+      allow_unpinned: accept specs whose checkpoint has no published
+        checksum (else they are refused before anything is done).
+      on_unpinned: called as ``on_unpinned(spec, fetched)`` (a
+        :class:`hubexport.fetch.FetchedSource`) after an unpinned source was
+        fetched; None logs :func:`hubexport.fetch.unpinned_warning` as a
+        warning.
 
     Returns:
       list of :class:`BuildResult`, one per target, in build order (spec
@@ -184,16 +236,22 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
     Raises:
       UsageError: the version or kind is not defined by a spec, or
         ``jobs`` < 1.
+      UnpinnedSourceError: a spec's checkpoint has no published checksum
+        and ``allow_unpinned`` is False (a UsageError; nothing is written).
       FetchError, ChecksumError, ArchiveError: the tarball could not be had.
       CheckpointError: the checkpoint does not fit the net.
       BuildError: writing a module failed (nothing partial is left).
     """
+    from hubexport import fetch
+
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError("--jobs must be a whole number >= 1, got %r" % (jobs,))
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     unique = {spec.name: spec for spec in specs}  # a model named twice is built once
     plan = [(spec, spec.targets(version=version, kind=kind)) for spec in unique.values()]
+    for spec, _ in plan:
+        fetch.require_pinned(spec, allow_unpinned)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
     results = {}
     with filelock.FileLock(str(output / ".hubexport.lock")):
         for stale in output.glob(_SHARED_PREFIX + "*"):  # of a build killed earlier
@@ -203,14 +261,23 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
             for t in targets:  # debris of killed builds, also of targets now up to date
                 module_dir = target_paths(output, t)[0]
                 _clean_leftovers(module_dir.parent, module_dir.name)
-            todo = [t for t in targets if force or not is_up_to_date(output, t)]
+            fetched = None
+            if not spec.checkpoint.pinned:  # its stamp needs the digest of the bytes used
+                fetched = fetch.fetch_source(spec, cache_dir=cache_dir, mirror=mirror,
+                                             progress=progress, allow_unpinned=True)
+                if on_unpinned is None:
+                    log.warning("%s", fetch.unpinned_warning(spec, fetched))
+                else:
+                    on_unpinned(spec, fetched)
+            source = source_record(spec, fetched)
+            todo = [t for t in targets if force or not is_up_to_date(output, t, source)]
             for t in targets:
                 if t not in todo:
                     module_dir, card, _ = target_paths(output, t)
                     results[t.module_handle] = BuildResult(t.module_handle, module_dir, card,
                                                            "up-to-date", 0.0)
             if todo:
-                todo_by_spec.append((spec, todo))
+                todo_by_spec.append((spec, todo, fetched))
         if todo_by_spec:
             for r in _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
                 results[r.module_handle] = r
@@ -223,19 +290,29 @@ _SHARED_PREFIX = ".hubexport-values-"
 def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
     """Fetches each checkpoint once (here), then writes the targets in worker processes.
 
+    Args:
+      todo_by_spec: list of (spec, targets to write, the
+        :class:`hubexport.fetch.FetchedSource` of an unpinned spec, fetched
+        already, or None).
+
     Returns:
       list of :class:`BuildResult` of the targets written, in completion order.
     """
     from hubexport import fetch
 
     tasks = []
-    for spec, todo in todo_by_spec:
-        ckpt_path = str(fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror,
-                                               progress=progress))
+    for spec, todo, fetched in todo_by_spec:
+        if fetched is None:
+            ckpt_path = str(fetch.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror,
+                                                   progress=progress))
+        else:
+            ckpt_path = str(fetched.checkpoint)
+        source = source_record(spec, fetched)
         hub = [t for t in todo if t.version.format == "hub"]
         if hub:
-            tasks.append((spec, hub, ckpt_path))
-        tasks.extend((spec, [t], ckpt_path) for t in todo if t.version.format != "hub")
+            tasks.append((spec, hub, ckpt_path, source))
+        tasks.extend((spec, [t], ckpt_path, source) for t in todo
+                     if t.version.format != "hub")
     # A checkpoint needed by several tasks is read once, into a values file
     # in this build's shared directory (module docstring).
     shared_dir = None
@@ -254,7 +331,10 @@ def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
 
 
 def _run_in_workers(tasks, output, jobs, shared_dir):
-    """Runs ``tasks`` (spec, targets, checkpoint path) in worker processes; see _run_tasks."""
+    """Runs ``tasks`` (spec, targets, checkpoint path, source record) in worker processes.
+
+    See _run_tasks.
+    """
     shared = None if shared_dir is None else str(shared_dir)
     results = []
     # max_tasks_per_child=1: every task starts in a fresh process (see the
@@ -272,8 +352,9 @@ def _run_in_workers(tasks, output, jobs, shared_dir):
 
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output), shared)
-                       for spec, targets, ckpt_path in tasks]
+            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output), shared,
+                                   source)
+                       for spec, targets, ckpt_path, source in tasks]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
@@ -343,7 +424,7 @@ def _terminated(signum, frame):
     os._exit(128 + signum)
 
 
-def _build_task(spec, targets, ckpt_path, output, shared_dir=None):
+def _build_task(spec, targets, ckpt_path, output, shared_dir=None, source=None):
     """In a worker process: reads and checks one checkpoint, then writes its targets.
 
     Args:
@@ -354,6 +435,8 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None):
       shared_dir: None to read the checkpoint here, or the build's directory
         (str) of values files shared with the other tasks of the checkpoint
         (:func:`hubexport.checkpoint.read_once`).
+      source: the stamps' source record (:func:`source_record`), or None
+        for the spec's own (a pinned source).
 
     Returns:
       list of :class:`BuildResult`, one per target.
@@ -361,12 +444,12 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None):
     global _task_running
     _task_running = True
     try:
-        return _run_task(spec, targets, ckpt_path, output, shared_dir)
+        return _run_task(spec, targets, ckpt_path, output, shared_dir, source)
     finally:
         _task_running = False
 
 
-def _run_task(spec, targets, ckpt_path, output, shared_dir):
+def _run_task(spec, targets, ckpt_path, output, shared_dir, source=None):
     from hubexport.checkpoint import read_once
     from hubexport.nets import get_net, variable_requests
     from hubexport.tfimport import import_tensorflow
@@ -383,15 +466,18 @@ def _run_task(spec, targets, ckpt_path, output, shared_dir):
     results = []
     for target in targets:
         started = time.monotonic()
-        module_dir, card, stamp = _write_target(spec, target, values, output, min_size)
+        module_dir, card, stamp = _write_target(spec, target, values, output, min_size, source)
         results.append(BuildResult(target.module_handle, module_dir, card, "built",
                                    time.monotonic() - started))
         log.info("built %s", target.module_handle)
     return results
 
 
-def _write_target(spec, target, values, output, min_size):
+def _write_target(spec, target, values, output, min_size, source=None):
     from hubexport.cards import render_card
+
+    if source is None:
+        source = source_record(spec)
 
     module_dir, card, stamp = target_paths(output, target)
     parent, version = module_dir.parent, module_dir.name
@@ -424,16 +510,18 @@ def _write_target(spec, target, values, output, min_size):
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _write_atomic(card, card_text)
-    _write_atomic(stamp, json.dumps({"stamp": _stamp(target), "hubexport": __version__,
-                                     "module": build_record(target)}, indent=1))
+    _write_atomic(stamp, json.dumps({"stamp": _stamp(target, source), "hubexport": __version__,
+                                     "module": build_record(target, source)}, indent=1))
     return module_dir, card, stamp
 
 
-def build_record(target):
+def build_record(target, source=None):
     """What a module was built from, as its stamp records it for ``hubexport publish``.
 
     Args:
       target: a :class:`hubexport.specs.Target`.
+      source: :func:`source_record`'s dict of the tarball used; None means
+        the spec's own (only possible for a pinned source).
 
     Returns:
       dict (JSON-ready): ``module_handle``, ``handle`` (without version),
@@ -441,12 +529,16 @@ def build_record(target):
       ``format`` ("hub" or "saved_model_2"), ``input_size``, ``image_size``
       (pixels), ``signatures`` (list), ``tensorflow`` (version string of the
       TensorFlow that wrote the module) and ``source``: the checkpoint
-      tarball's ``url``, ``filename``, ``size`` (bytes or None), ``checksum``
-      ("ALGO:HEX", as pinned by the spec) and ``member``.
+      tarball's ``url``, ``filename``, ``size`` (bytes, or None if the spec
+      pins no size), ``checksum`` ("ALGO:HEX" as pinned by the spec, or
+      "sha256:HEX" of the bytes used when the spec has no published
+      checksum), ``member`` and ``pinned`` (bool).
     """
     import sys
 
-    spec, ckpt = target.spec, target.spec.checkpoint
+    spec = target.spec
+    if source is None:
+        source = source_record(spec)
     tf = sys.modules.get("tensorflow")
     return {
         "module_handle": target.module_handle, "handle": target.handle,
@@ -455,9 +547,7 @@ def build_record(target):
         "format": target.version.format, "input_size": target.version.input_size,
         "image_size": spec.image_size, "signatures": list(target.version.signatures),
         "tensorflow": getattr(tf, "__version__", None),
-        "source": {"url": ckpt.url, "filename": ckpt.filename, "size": ckpt.size,
-                   "checksum": "%s:%s" % (ckpt.checksum_algo, ckpt.checksum_hex),
-                   "member": ckpt.member},
+        "source": dict(source),
     }
 
 

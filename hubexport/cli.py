@@ -15,10 +15,12 @@ from hubexport import __version__
 from hubexport.errors import EXIT_INTERRUPTED, EXIT_USAGE, HubexportError, UsageError
 
 _EPILOG = """\b
-Exit codes: 0 ok, 1 failure, 2 usage or spec error, 3 verification failed,
-130 interrupted.
+Exit codes: 0 ok, 1 failure, 2 usage or spec error (also: a source without
+a published checksum, refused without --allow-unpinned), 3 verification
+failed, 130 interrupted.
 Environment: HUBEXPORT_CACHE (download cache), HUBEXPORT_MIRROR (download
-base URL or path for air-gapped machines)."""
+base URL or path for air-gapped machines), HUBEXPORT_ALLOW_UNPINNED=1 (as
+--allow-unpinned)."""
 
 specs_option = click.option(
     "--specs", "specs_dir", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -33,6 +35,19 @@ cache_option = click.option(
     help="Download cache (default: $HUBEXPORT_CACHE, else $XDG_CACHE_HOME/hubexport).")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print machine-readable JSON on stdout.")
+allow_unpinned_option = click.option(
+    "--allow-unpinned", is_flag=True, envvar="HUBEXPORT_ALLOW_UNPINNED",
+    help="Use a checkpoint whose spec says checksum: unpublished (no published checksum): "
+         "download it unverified and print its sha256 and size on stderr (build records "
+         "them in each module's stamp). Pinned checksums are still enforced. "
+         "[env: HUBEXPORT_ALLOW_UNPINNED=1]")
+
+
+def _warn_unpinned(spec, fetched):
+    """Prints the one-line warning about an unpinned source on stderr."""
+    from hubexport.fetch import unpinned_warning
+
+    click.echo(unpinned_warning(spec, fetched), err=True)
 
 
 def _load_specs(specs_dir, names=None, all_=False):
@@ -111,12 +126,16 @@ def list_cmd(specs_dir, as_json):
 @specs_option
 @mirror_option
 @cache_option
+@allow_unpinned_option
 @json_option
-def fetch(name, specs_dir, mirror, cache_dir, as_json):
+def fetch(name, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
     """Download, verify and unpack the checkpoint tarball of model NAME.
 
     A verified tarball in the cache is not downloaded again; a partial one is
-    resumed. Size and checksum are checked before the file is used.
+    resumed. Size and checksum are checked before the file is used. A spec
+    with checksum: unpublished is refused (exit 2) unless --allow-unpinned;
+    then the sha256 and size of what was fetched are printed on stderr, to
+    pin in the spec once checked.
 
     \b
     Example:
@@ -125,13 +144,17 @@ def fetch(name, specs_dir, mirror, cache_dir, as_json):
     from hubexport import fetch as fetch_stage
 
     (spec,) = _load_specs(specs_dir, [name])
-    ckpt = fetch_stage.fetch_checkpoint(spec, cache_dir=cache_dir, mirror=mirror)
-    tarball = fetch_stage.tarball_path(spec, cache_dir)
+    got = fetch_stage.fetch_source(spec, cache_dir=cache_dir, mirror=mirror,
+                                   allow_unpinned=allow_unpinned)
+    if not got.pinned:
+        _warn_unpinned(spec, got)
     if as_json:
-        click.echo(json.dumps({"name": name, "tarball": str(tarball), "checkpoint": str(ckpt)}))
+        click.echo(json.dumps({"name": name, "tarball": str(got.tarball),
+                               "checkpoint": str(got.checkpoint), "checksum": got.checksum,
+                               "size": got.size, "pinned": got.pinned}))
     else:
-        click.echo("tarball:    %s" % tarball)
-        click.echo("checkpoint: %s" % ckpt)
+        click.echo("tarball:    %s" % got.tarball)
+        click.echo("checkpoint: %s" % got.checkpoint)
 
 
 @cli.command(epilog=_EPILOG)
@@ -148,15 +171,19 @@ def fetch(name, specs_dir, mirror, cache_dir, as_json):
 @specs_option
 @mirror_option
 @cache_option
+@allow_unpinned_option
 @json_option
 def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, cache_dir,
-          as_json):
+          allow_unpinned, as_json):
     """Build TF Hub modules and their cards from TF-Slim checkpoints.
 
     Without --version or --kind, builds every version and kind the spec
     defines. Each module lands in OUTPUT/<handle>/<version>/ with its card at
     OUTPUT/<handle>/<version>.md; a module directory appears only complete.
-    Modules already built from the same inputs are skipped.
+    Modules already built from the same inputs are skipped. A spec with
+    checksum: unpublished is refused (exit 2) unless --allow-unpinned; the
+    stamp then records the sha256 and size of the tarball used, "pinned":
+    false.
 
     \b
     Examples:
@@ -168,7 +195,8 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
 
     specs = _load_specs(specs_dir, names, all_)
     results = build_stage(specs, output=output, version=version, kind=kind,
-                          cache_dir=cache_dir, mirror=mirror, force=force, jobs=jobs)
+                          cache_dir=cache_dir, mirror=mirror, force=force, jobs=jobs,
+                          allow_unpinned=allow_unpinned, on_unpinned=_warn_unpinned)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
         return

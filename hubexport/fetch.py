@@ -1,9 +1,12 @@
 """Fetch, verify and extract TF-Slim checkpoint tarballs (pipeline stage 2).
 
 Entry point: :func:`fetch_checkpoint` (spec -> path of the extracted TF V1
-checkpoint file). Its parts :func:`fetch_tarball` and :func:`extract_member`,
-and the helpers :func:`default_cache_dir`, :func:`resolve_url` and
-:func:`tarball_path`, are public too, for ``hubexport fetch`` and for tests.
+checkpoint file), and :func:`fetch_source`, which also says what was fetched
+(:class:`FetchedSource`: checksum and size of the tarball used). Its parts
+:func:`fetch_tarball` and :func:`extract_member`, and the helpers
+:func:`default_cache_dir`, :func:`resolve_url`, :func:`tarball_path`,
+:func:`require_pinned` and :func:`unpinned_warning`, are public too, for
+``hubexport fetch``, ``hubexport build`` and for tests.
 
 Cache layout (root: :func:`default_cache_dir`)::
 
@@ -11,6 +14,21 @@ Cache layout (root: :func:`default_cache_dir`)::
     downloads/<filename>.part       download in progress (resumed with Range)
     downloads/<filename>.lock       serialises processes fetching the same file
     checkpoints/<name>-<hex12>/     extracted member (appears only by rename)
+    checkpoints/<name>-unpinned-<sha256>/   the same, for an unpinned source
+
+Sources without a published checksum (spec ``checkpoint.checksum:
+unpublished``, ``spec.checkpoint.pinned`` False) are refused with
+:class:`UnpinnedSourceError` unless the caller passes ``allow_unpinned``
+(``--allow-unpinned`` / ``HUBEXPORT_ALLOW_UNPINNED=1``). Allowed, they are
+fetched like any other, hashed with sha256 (the size is checked if the spec
+gives one), and :class:`FetchedSource` reports the digest and size of the
+bytes used. Such a tarball also lives at ``downloads/<filename>``: every use
+of a cached tarball hashes it again, so once the spec is pinned a tarball
+with other bytes fails verification, is deleted (with a warning) and fetched
+anew, and one with the pinned bytes is reused. Its extraction is keyed by
+the full sha256 of the bytes it came from, in a directory of its own
+(``-unpinned-``) that a pinned spec never reads. A ``.part`` file is never
+resumed for an unpinned source (nothing could tell a stale prefix).
 
 Downloads use requests with urllib3's ``Retry`` for connection errors, read
 timeouts and HTTP 500/502/503/504, plus a resume loop for connections that
@@ -23,6 +41,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -46,7 +65,7 @@ import filelock
 from tqdm import tqdm
 
 from hubexport import __version__
-from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError
+from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError, UsageError
 
 if TYPE_CHECKING:
     import requests
@@ -58,6 +77,12 @@ __all__ = [
     "fetch_tarball",
     "extract_member",
     "fetch_checkpoint",
+    "fetch_source",
+    "FetchedSource",
+    "UnpinnedSourceError",
+    "is_pinned",
+    "require_pinned",
+    "unpinned_warning",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +112,10 @@ MEMBER_SIZE_FACTOR = 4
 MAX_UNKNOWN_MEMBER_BYTES = 2 << 30
 
 CHECKSUM_ALGOS = ("md5", "sha256", "sha384", "sha512")
+# What an unpinned source is hashed with (and recorded as).
+UNPINNED_ALGO = "sha256"
+# The environment variable the command line reads for --allow-unpinned.
+ALLOW_UNPINNED_ENV = "HUBEXPORT_ALLOW_UNPINNED"
 MIRROR_HINT = "use --mirror URL_OR_DIR (or set HUBEXPORT_MIRROR) to fetch from a mirror"
 
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
@@ -151,12 +180,99 @@ def tarball_path(spec: Any, cache_dir: str | os.PathLike | None = None) -> Path:
     Raises:
         SpecError: The spec's checksum or file name is unusable.
     """
-    return _cache_root(cache_dir) / "downloads" / _Expected.from_checkpoint(spec).filename
+    return _cache_root(cache_dir) / "downloads" / _Expected.from_checkpoint(
+        spec, allow_unpinned=True).filename
+
+
+class UnpinnedSourceError(UsageError):
+    """The spec's tarball has no published checksum and unpinned sources are not allowed.
+
+    Exit code 2 (a usage error: the command needs ``--allow-unpinned``).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchedSource:
+    """What :func:`fetch_source` fetched for a spec.
+
+    Attributes:
+        tarball: Path of the tarball in the cache.
+        checkpoint: Path of the extracted TF V1 checkpoint file.
+        checksum: ``"ALGO:HEX"``: the spec's checksum (pinned, verified), or
+            ``"sha256:HEX"`` of the bytes used (unpinned).
+        size: size of the tarball used, in bytes.
+        pinned: whether the spec pins the checksum.
+    """
+
+    tarball: Path
+    checkpoint: Path
+    checksum: str
+    size: int
+    pinned: bool
+
+
+def is_pinned(spec: Any) -> bool:
+    """Whether the spec's checkpoint has a published checksum.
+
+    Args:
+        spec: A model spec (``spec.checkpoint.pinned``; objects without that
+            attribute are pinned unless ``checksum_algo`` is None).
+
+    Returns:
+        bool.
+    """
+    ck = spec.checkpoint
+    return bool(getattr(ck, "pinned", getattr(ck, "checksum_algo", None) is not None))
+
+
+def _spec_file(spec: Any) -> str:
+    return str(getattr(spec, "source", None) or f"the spec of {getattr(spec, 'name', '?')}")
+
+
+def require_pinned(spec: Any, allow_unpinned: bool = False) -> None:
+    """Refuses a source without a published checksum unless it is allowed.
+
+    Args:
+        spec: A model spec.
+        allow_unpinned: True to accept an unpinned source.
+
+    Raises:
+        UnpinnedSourceError: the spec says ``checkpoint.checksum:
+            unpublished`` and ``allow_unpinned`` is False. The one-line
+            message names the model, the URL, the spec file and what to do.
+    """
+    if allow_unpinned or is_pinned(spec):
+        return
+    where = _spec_file(spec)
+    raise UnpinnedSourceError(
+        f"model {getattr(spec, 'name', '?')}: {spec.checkpoint.url} has no published checksum "
+        f"(checkpoint.checksum: unpublished in {where}), so its bytes cannot be verified; "
+        f"refusing to use it. Pass --allow-unpinned (or set {ALLOW_UNPINNED_ENV}=1) to "
+        f"download it anyway and print its sha256 and size; once you have checked that "
+        f"digest, pin it in {where}: replace 'unpublished' by 'sha256:<hex>' and add "
+        f"'size: <bytes>' under checkpoint")
+
+
+def unpinned_warning(spec: Any, fetched: FetchedSource) -> str:
+    """The one-line warning printed after an unpinned source was used.
+
+    Args:
+        spec: The model spec.
+        fetched: What :func:`fetch_source` got for it.
+
+    Returns:
+        str, ``warning: URL has no published checksum; got sha256:HEX, N
+        bytes; pin it in SPEC ...`` (no trailing newline).
+    """
+    return (f"warning: {spec.checkpoint.url} has no published checksum; got "
+            f"{fetched.checksum}, {fetched.size} bytes; pin it in {_spec_file(spec)} as "
+            f"checkpoint.checksum: {fetched.checksum} (and checkpoint.size: {fetched.size}) "
+            f"once you have checked it")
 
 
 def fetch_tarball(spec: Any, cache_dir: str | os.PathLike | None = None,
                   mirror: str | os.PathLike | None = None,
-                  progress: bool | None = None) -> Path:
+                  progress: bool | None = None, allow_unpinned: bool = False) -> Path:
     """Downloads (or reuses) the spec's checkpoint tarball and verifies it.
 
     A file already in the cache is re-verified (size, then checksum) before
@@ -168,20 +284,27 @@ def fetch_tarball(spec: Any, cache_dir: str | os.PathLike | None = None,
     checksum match. A ``filelock`` lock makes concurrent processes fetching
     the same tarball perform a single download.
 
+    An unpinned source (see the module docstring) is refused unless
+    ``allow_unpinned``; allowed, only its size (if the spec gives one) is
+    checked, and a ``.part`` file is not resumed.
+
     Args:
         spec: A model spec; uses ``spec.checkpoint.url``, ``.size`` (bytes or
-            None), ``.checksum_algo`` (md5/sha256/sha384/sha512),
-            ``.checksum_hex`` and ``.filename``.
+            None), ``.checksum_algo`` (md5/sha256/sha384/sha512, or None if
+            unpublished), ``.checksum_hex``, ``.pinned`` and ``.filename``.
         cache_dir: Cache root; default :func:`default_cache_dir`.
         mirror: Mirror base (see :func:`resolve_url`); default
             ``$HUBEXPORT_MIRROR``.
         progress: Show a tqdm progress bar on stderr; ``None`` means only
             when stderr is a terminal.
+        allow_unpinned: Accept a source without a published checksum.
 
     Returns:
         Path of the verified tarball, ``<cache_dir>/downloads/<filename>``.
 
     Raises:
+        UnpinnedSourceError: The source is unpinned and ``allow_unpinned``
+            is False (nothing is downloaded).
         FetchError: HTTP error (4xx at once, 5xx after retries), connection
             failure or timeout after retries, refused redirect, missing
             local file.
@@ -190,8 +313,20 @@ def fetch_tarball(spec: Any, cache_dir: str | os.PathLike | None = None,
         SpecError: The spec's checksum algorithm, digest or file name is
             unusable.
     """
+    with _tarball(spec, cache_dir, mirror, progress, allow_unpinned) as (final, _, _):
+        return final
+
+
+@contextlib.contextmanager
+def _tarball(spec: Any, cache_dir: str | os.PathLike | None, mirror: str | os.PathLike | None,
+             progress: bool | None, allow_unpinned: bool) -> Iterator[tuple[Path, str, int]]:
+    """:func:`fetch_tarball`, holding the download lock while the caller uses the file.
+
+    Yields:
+        (path, hex digest of ``expected.algo``, size in bytes) of the tarball.
+    """
     ck = spec.checkpoint
-    expected = _Expected.from_checkpoint(spec)
+    expected = _Expected.from_checkpoint(spec, allow_unpinned)
     downloads = _cache_root(cache_dir) / "downloads"
     _mkdir(downloads)
     final = downloads / expected.filename
@@ -201,23 +336,24 @@ def fetch_tarball(spec: Any, cache_dir: str | os.PathLike | None = None,
 
     lock = downloads / (expected.filename + ".lock")
     with _locked(lock, what=f"download of {expected.filename}"):
+        got = None
         if final.exists():
             try:
-                _verify_existing(final, expected)
+                got = _verify_existing(final, expected)
             except ChecksumError as exc:
                 log.warning("cached %s failed verification (%s); deleting it and downloading again",
                             final, exc)
                 _unlink(final)
             else:
                 _unlink(part)
-                return final
-        local = _local_path(source)
-        if local is not None:
-            _copy_local(local, part, expected, show)
-        else:
-            _Download(source, part, expected, show).run()
-        os.replace(part, final)
-    return final
+        if got is None:
+            local = _local_path(source)
+            if local is not None:
+                got = _copy_local(local, part, expected, show)
+            else:
+                got = _Download(source, part, expected, show).run()
+            os.replace(part, final)
+        yield final, got[0], got[1]
 
 
 def extract_member(tarball: str | os.PathLike, spec: Any,
@@ -285,16 +421,10 @@ def extract_member(tarball: str | os.PathLike, spec: Any,
 
 def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
                      mirror: str | os.PathLike | None = None,
-                     progress: bool | None = None) -> Path:
+                     progress: bool | None = None, allow_unpinned: bool = False) -> Path:
     """Returns the spec's extracted TF V1 checkpoint file, fetching it if needed.
 
-    First the tarball is fetched or re-verified (:func:`fetch_tarball`). The
-    checkpoint lives in ``<cache_dir>/checkpoints/<spec.name>-<first 12 hex
-    digits of the checksum>/<member>``; the member file appears there only by
-    an atomic rename, so if it exists the extraction is complete and is
-    reused. Otherwise the member is extracted (:func:`extract_member`). Both
-    happen under a lock, which also removes the temporary directories of
-    extractions that were killed.
+    The same as :func:`fetch_source` (see there), returning only the path.
 
     Args:
         spec: A model spec (``spec.name`` and ``spec.checkpoint``, see
@@ -302,32 +432,77 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
         cache_dir: Cache root; default :func:`default_cache_dir`.
         mirror: Mirror base (see :func:`resolve_url`).
         progress: Progress bar on stderr; ``None`` = only on a terminal.
+        allow_unpinned: Accept a source without a published checksum.
 
     Returns:
         Path of the checkpoint file (for TF V1 checkpoints, the path to pass
         to ``tf.compat.v1.train.NewCheckpointReader``).
 
     Raises:
-        FetchError, ChecksumError: See :func:`fetch_tarball`.
+        UnpinnedSourceError, FetchError, ChecksumError: See :func:`fetch_tarball`.
         ArchiveError: See :func:`extract_member`.
         SpecError: Unusable spec name, checksum or member.
     """
-    expected = _Expected.from_checkpoint(spec)
+    return fetch_source(spec, cache_dir=cache_dir, mirror=mirror, progress=progress,
+                        allow_unpinned=allow_unpinned).checkpoint
+
+
+def fetch_source(spec: Any, cache_dir: str | os.PathLike | None = None,
+                 mirror: str | os.PathLike | None = None,
+                 progress: bool | None = None, allow_unpinned: bool = False) -> FetchedSource:
+    """Fetches the spec's tarball and checkpoint; says what was fetched.
+
+    First the tarball is fetched or re-verified (:func:`fetch_tarball`). The
+    checkpoint lives in ``<cache_dir>/checkpoints/<spec.name>-<first 12 hex
+    digits of the checksum>/<member>`` (an unpinned source:
+    ``<spec.name>-unpinned-<sha256 of the tarball used>/<member>``); the
+    member file appears there only by an atomic rename, so if it exists the
+    extraction is complete and is reused. Otherwise the member is extracted
+    (:func:`extract_member`). Extraction happens under a lock, which also
+    removes the temporary directories of extractions that were killed, and
+    while the tarball's download lock is held, so that the file extracted is
+    the one just verified.
+
+    Args:
+        spec: A model spec (``spec.name`` and ``spec.checkpoint``, see
+            :func:`fetch_tarball`).
+        cache_dir: Cache root; default :func:`default_cache_dir`.
+        mirror: Mirror base (see :func:`resolve_url`).
+        progress: Progress bar on stderr; ``None`` = only on a terminal.
+        allow_unpinned: Accept a source without a published checksum.
+
+    Returns:
+        :class:`FetchedSource`: tarball and checkpoint paths, the checksum
+        (``ALGO:HEX`` as pinned, or ``sha256:HEX`` of the bytes of an
+        unpinned source), the tarball's size in bytes, and whether it is
+        pinned.
+
+    Raises:
+        UnpinnedSourceError, FetchError, ChecksumError: See :func:`fetch_tarball`.
+        ArchiveError: See :func:`extract_member`.
+        SpecError: Unusable spec name, checksum or member.
+    """
+    expected = _Expected.from_checkpoint(spec, allow_unpinned)
     name = str(spec.name)
     if not _safe_component(name):
         raise SpecError(f"spec name {name!r} cannot be used as a directory name")
     member = _spec_member(spec)
     checkpoints = _cache_root(cache_dir) / "checkpoints"
-    dest = checkpoints / f"{name}-{expected.hexdigest[:12]}"
-    target = dest / member
-    tarball = fetch_tarball(spec, cache_dir=cache_dir, mirror=mirror, progress=progress)
-    _mkdir(checkpoints)
-    with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
-        for stale in dest.glob(".extract-*"):  # left by an extraction that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        if target.is_file():
-            return target
-        return extract_member(tarball, spec, dest)
+    with _tarball(spec, cache_dir, mirror, progress, allow_unpinned) as (tarball, hexdigest, size):
+        if expected.pinned:
+            dest = checkpoints / f"{name}-{expected.hexdigest[:12]}"
+        else:
+            dest = checkpoints / f"{name}-unpinned-{hexdigest}"
+        target = dest / member
+        _mkdir(checkpoints)
+        with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
+            for stale in dest.glob(".extract-*"):  # left by an extraction that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            if not target.is_file():
+                target = extract_member(tarball, spec, dest)
+    return FetchedSource(tarball=tarball, checkpoint=target,
+                         checksum=f"{expected.algo}:{hexdigest}", size=size,
+                         pinned=expected.pinned)
 
 
 # --------------------------------------------------------------------------
@@ -336,19 +511,33 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
 
 
 class _Expected:
-    """What the spec pins for a tarball: file name, size and digest."""
+    """What the spec pins for a tarball: file name, size and digest.
 
-    def __init__(self, url: str, filename: str, size: int | None, algo: str, hexdigest: str):
+    ``hexdigest`` is None for an unpinned source (``algo`` is then
+    ``UNPINNED_ALGO``, what the bytes are hashed with).
+    """
+
+    def __init__(self, url: str, filename: str, size: int | None, algo: str,
+                 hexdigest: str | None):
         self.url = url
         self.filename = filename
         self.size = size
         self.algo = algo
         self.hexdigest = hexdigest
 
+    @property
+    def pinned(self) -> bool:
+        return self.hexdigest is not None
+
     @classmethod
-    def from_checkpoint(cls, spec: Any) -> "_Expected":
+    def from_checkpoint(cls, spec: Any, allow_unpinned: bool = False) -> "_Expected":
+        """Reads the spec; raises UnpinnedSourceError for an unpinned one unless allowed."""
         ck = spec.checkpoint
         where = f"spec {getattr(spec, 'name', '?')}: checkpoint"
+        if not is_pinned(spec):
+            require_pinned(spec, allow_unpinned)
+            return cls(str(ck.url), cls._filename(ck, where), cls._size(ck, where),
+                       UNPINNED_ALGO, None)
         algo = str(ck.checksum_algo).lower()
         if algo not in CHECKSUM_ALGOS:
             raise SpecError(f"{where}.checksum: algorithm {algo!r} is not one of "
@@ -357,13 +546,21 @@ class _Expected:
         want_len = hashlib.new(algo).digest_size * 2
         if len(hexdigest) != want_len or not re.fullmatch(r"[0-9a-f]+", hexdigest):
             raise SpecError(f"{where}.checksum: {algo} digest must be {want_len} hex digits")
+        return cls(str(ck.url), cls._filename(ck, where), cls._size(ck, where), algo, hexdigest)
+
+    @staticmethod
+    def _filename(ck: Any, where: str) -> str:
         filename = str(getattr(ck, "filename", None) or _url_filename(ck.url))
         if not _safe_component(filename):
             raise SpecError(f"{where}.url: file name {filename!r} is not a plain file name")
+        return filename
+
+    @staticmethod
+    def _size(ck: Any, where: str) -> int | None:
         size = ck.size
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise SpecError(f"{where}.size: {size!r} is not a byte count")
-        return cls(str(ck.url), filename, size, algo, hexdigest)
+        return size
 
     @property
     def limit(self) -> int:
@@ -377,24 +574,32 @@ class _Expected:
                 f"got {got} bytes; the file was deleted; retry, or {MIRROR_HINT}")
 
     def check_digest(self, got_hex: str, source: str) -> None:
-        if got_hex != self.hexdigest:
+        if self.hexdigest is not None and got_hex != self.hexdigest:
             raise ChecksumError(
                 f"checksum mismatch for {self.filename} from {source}: expected "
                 f"{self.algo}:{self.hexdigest}, got {self.algo}:{got_hex}; the file was "
                 f"deleted; retry, or {MIRROR_HINT}")
 
 
-def _verify_existing(path: Path, expected: _Expected) -> None:
-    """Checks a file already on disk: size from stat, then a full hash."""
+def _verify_existing(path: Path, expected: _Expected) -> tuple[str, int]:
+    """Checks a file already on disk: size from stat, then a full hash.
+
+    Returns (hex digest, size in bytes) of what was read.
+    """
     expected.check_size(path.stat().st_size, str(path))
     hasher = hashlib.new(expected.algo)
+    size = 0
     try:
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK_BYTES):
                 hasher.update(chunk)
+                size += len(chunk)
     except OSError as exc:
         raise FetchError(f"cannot read cached {path}: {exc.strerror or exc}") from None
-    expected.check_digest(hasher.hexdigest(), str(path))
+    expected.check_size(size, str(path))  # the file changed since stat()
+    hexdigest = hasher.hexdigest()
+    expected.check_digest(hexdigest, str(path))
+    return hexdigest, size
 
 
 class _Sink:
@@ -477,8 +682,8 @@ class _Sink:
         self._update(chunk)
         self.count += len(chunk)
 
-    def finish(self) -> None:
-        """Flushes to disk and checks size and digest."""
+    def finish(self) -> tuple[str, int]:
+        """Flushes to disk and checks size and digest; returns (hex digest, size in bytes)."""
         self._drain()
         try:
             self.f.flush()
@@ -486,7 +691,9 @@ class _Sink:
         except OSError as exc:
             raise _PartWriteError.of(self.path, exc) from None
         self.expected.check_size(self.count, self.source)
-        self.expected.check_digest(self.hasher.hexdigest(), self.source)
+        hexdigest = self.hasher.hexdigest()
+        self.expected.check_digest(hexdigest, self.source)
+        return hexdigest, self.count
 
 
 class _PartWriteError(FetchError):
@@ -554,8 +761,11 @@ def _local_path(source: str) -> Path | None:
                      f"(use http, https, file or a local path)")
 
 
-def _copy_local(src: Path, part: Path, expected: _Expected, show: bool) -> None:
-    """Copies a local file into ``part``, hashing while copying, then verifies."""
+def _copy_local(src: Path, part: Path, expected: _Expected, show: bool) -> tuple[str, int]:
+    """Copies a local file into ``part``, hashing while copying, then verifies.
+
+    Returns (hex digest, size in bytes) of the copy.
+    """
     source = str(src)
     if not src.is_file():
         raise FetchError(f"{source} does not exist or is not a file; check the mirror "
@@ -569,7 +779,7 @@ def _copy_local(src: Path, part: Path, expected: _Expected, show: bool) -> None:
                     bar.update(len(chunk))
         except OSError as exc:
             raise FetchError(f"cannot read {source}: {exc.strerror or exc}") from None
-        sink.finish()
+        return sink.finish()
 
 
 # --------------------------------------------------------------------------
@@ -691,7 +901,8 @@ class _Download:
         self.expected = expected
         self.show = show
 
-    def run(self) -> None:
+    def run(self) -> tuple[str, int]:
+        """Downloads and verifies; returns (hex digest, size in bytes)."""
         expected = self.expected
         restarted_after_mismatch = False
         with _make_session() as session, _progress_bar(self.show, expected) as bar:
@@ -702,6 +913,11 @@ class _Download:
                     existing = f.seek(0, os.SEEK_END)
                     if expected.size is not None and existing > expected.size:
                         existing = 0  # not a prefix of the right file
+                    if existing and not expected.pinned:
+                        log.info("not resuming %s from byte %d: %s has no published checksum "
+                                 "that could tell a stale prefix; starting at byte 0",
+                                 self.part, existing, self.url)
+                        existing = 0
                     if existing:
                         log.info("resuming %s at byte %d", self.url, existing)
                         sink.absorb_existing(existing)
@@ -711,8 +927,7 @@ class _Download:
                     bar.update(sink.count)
                     self._download_loop()
                     try:
-                        sink.finish()
-                        return
+                        return sink.finish()
                     except ChecksumError as exc:
                         if sink.prefix and not restarted_after_mismatch:
                             # The old .part prefix may have been bad: start over once.
@@ -743,9 +958,11 @@ class _Download:
                 if failures > RETRIES or resumes > MAX_RESUMES:
                     how = (f"{failures} times in a row without progress" if failures > RETRIES
                            else f"{resumes} times")
+                    kept = ("is kept to resume next time" if self.expected.pinned else
+                            "is kept (resumed only once the spec pins a checksum)")
                     raise FetchError(
                         f"download of {self.url} was interrupted {how} ({exc}); "
-                        f"{self.part.name} is kept to resume next time; {MIRROR_HINT}") from None
+                        f"{self.part.name} {kept}; {MIRROR_HINT}") from None
                 delay = min(BACKOFF * 2 ** (failures - 1), BACKOFF_MAX)
                 log.warning("download of %s interrupted at byte %d (%s); retrying in %.2f s",
                             self.url, self.sink.count, exc, delay)

@@ -36,9 +36,19 @@ and the model name the rest without the version, e.g.
              "module_dir": "google/.../3", "module_size": bytes of its files,
              "files": {"saved_model.pb": sha256, ...},
              "doc": "assets/docs/google/models/.../3.md", "doc_sha256": sha256,
-             "source": {"url", "filename", "size", "checksum": "ALGO:HEX", "member"},
+             "source": {"url", "filename", "size": tarball bytes or null,
+                        "checksum": "ALGO:HEX", "member", "pinned": bool},
              "hubexport": version that published it,
              "tensorflow": version that wrote the module}
+
+``source`` is the checkpoint tarball the module was built from, as the
+build stamp records it (:func:`hubexport.build.build_record`): for a spec
+with a published checksum, ``checksum`` (and ``size``) as the spec pins them
+and ``"pinned": true``; for one without (``checksum: unpublished``,
+``build --allow-unpinned``), ``checksum`` is ``"sha256:HEX"`` and ``size``
+the byte count of the tarball actually used, and ``"pinned": false``.
+Stamps written before hubexport knew unpinned sources have no ``pinned``;
+their sources were all pinned, and the entry says so.
 
 Archives hold only the paths a SavedModel may hold (FACTS.md) and are
 reproducible: members sorted by path, directories before their contents,
@@ -673,8 +683,18 @@ def _entry(built, sha256, size):
         "archive": archive_path(handle), "size": size, "sha256": sha256,
         "module_dir": handle, "module_size": built.module_size, "files": built.manifest,
         "doc": docs_path(handle), "doc_sha256": built.doc_sha256,
-        "source": r["source"], "hubexport": __version__, "tensorflow": r.get("tensorflow"),
+        "source": _source(r["source"]), "hubexport": __version__,
+        "tensorflow": r.get("tensorflow"),
     }
+
+
+def _source(source):
+    """The index's ``source`` of a stamp's record (``pinned`` added to older stamps)."""
+    if not isinstance(source, dict):
+        return source
+    source = dict(source)
+    source.setdefault("pinned", True)  # every source was pinned before "pinned" was recorded
+    return source
 
 
 def _same_content(built, entry):

@@ -15,6 +15,11 @@ path such as ``modules.classification.versions.3.signatures[2]``. Problems
 that belong to no field (syntax errors, tabs, bad encoding) use the field
 name ``(document)``.
 
+``checkpoint.checksum`` is ``ALGO:HEX``, or ``unpublished`` for a tarball
+whose publisher gave no checksum (:attr:`CheckpointSource.pinned` is then
+False; fetch and build refuse such a source unless allowed, see
+:mod:`hubexport.fetch`).
+
 Public entry point of the specs stage: :func:`load_specs` (plus
 :func:`load_spec` and :func:`parse_spec` for single files). This module does
 not import TensorFlow.
@@ -52,6 +57,8 @@ SIGNATURES = (
 )
 # Checksum algorithms and the length of their hex digests (characters).
 CHECKSUM_HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha384": 96, "sha512": 128}
+# The checksum value of a source whose publisher gave no checksum.
+UNPUBLISHED = "unpublished"
 URL_SCHEMES = ("http", "https", "file")
 
 # Signatures each kind, format and input size may serve. A feature_vector
@@ -101,8 +108,9 @@ class CheckpointSource:
         url: http, https or file URL of the ``.tar.gz`` tarball.
         size: size of the tarball in bytes, or None if not published.
         checksum_algo: ``"md5"``, ``"sha256"``, ``"sha384"`` or ``"sha512"``
-            (hashlib names).
-        checksum_hex: the expected digest, lower-case hex.
+            (hashlib names), or None if the checksum is unpublished.
+        checksum_hex: the expected digest, lower-case hex, or None if the
+            checksum is unpublished.
         member: path of the TF V1 checkpoint file inside the tarball.
         card_path: the checkpoint's name as the cards print it
             (``<tarball stem>/<member>``).
@@ -110,10 +118,28 @@ class CheckpointSource:
 
     url: str
     size: int | None
-    checksum_algo: str
-    checksum_hex: str
+    checksum_algo: str | None
+    checksum_hex: str | None
     member: str
     card_path: str
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the spec pins a checksum (False for ``checksum: unpublished``).
+
+        Returns:
+            bool.
+        """
+        return self.checksum_algo is not None
+
+    @property
+    def checksum(self) -> str:
+        """The checksum as the spec writes it.
+
+        Returns:
+            str, ``"ALGO:HEX"`` (hex lower-cased), or ``"unpublished"``.
+        """
+        return f"{self.checksum_algo}:{self.checksum_hex}" if self.pinned else UNPUBLISHED
 
     @property
     def filename(self) -> str:
@@ -466,10 +492,13 @@ def _check_url(value: str) -> str | None:
 
 
 def _check_checksum(value: str) -> str | None:
+    if value == UNPUBLISHED:
+        return None
     algo, sep, hex_digest = value.partition(":")
     if not sep or algo not in CHECKSUM_HEX_LENGTHS:
         return (f"{_show(value)} is not ALGO:HEX with ALGO one of "
-                f"{', '.join(CHECKSUM_HEX_LENGTHS)}")
+                f"{', '.join(CHECKSUM_HEX_LENGTHS)}, nor {UNPUBLISHED!r} (no published "
+                "checksum)")
     length = CHECKSUM_HEX_LENGTHS[algo]
     if len(hex_digest) != length or not re.fullmatch(r"[0-9a-fA-F]*", hex_digest):
         return f"{algo} needs {length} hex digits, got {_show(hex_digest)}"
@@ -724,7 +753,11 @@ class _Reader:
                     input_size=version["input_size"],
                     signatures=tuple(version["signatures"]))
             modules[kind] = ModuleFamily(kind=kind, handle=family["handle"], versions=versions)
-        algo, _, hex_digest = values["checkpoint"]["checksum"].partition(":")
+        checksum = values["checkpoint"]["checksum"]
+        algo, hex_digest = None, None
+        if checksum != UNPUBLISHED:
+            algo, _, hex_digest = checksum.partition(":")
+            hex_digest = hex_digest.lower()
         checkpoint = dict(values["checkpoint"])
         del checkpoint["checksum"]
         return ModelSpec(
@@ -732,7 +765,7 @@ class _Reader:
             architecture=values["architecture"],
             display_name=values["display_name"],
             scope=values["scope"],
-            checkpoint=CheckpointSource(checksum_algo=algo, checksum_hex=hex_digest.lower(),
+            checkpoint=CheckpointSource(checksum_algo=algo, checksum_hex=hex_digest,
                                         **checkpoint),
             image_size=values["image_size"],
             num_classes=values["num_classes"],

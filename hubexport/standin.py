@@ -212,7 +212,10 @@ def pin_spec_text(text, size, checksum, source="spec"):
 
     Only the first ``size:`` and ``checksum:`` lines inside the top-level
     ``checkpoint:`` block change (their indentation is kept); every other
-    byte -- comments, order, the rest of the spec -- is preserved.
+    byte -- comments, order, the rest of the spec -- is preserved. A block
+    with a ``checksum:`` line and no ``size:`` line (as a spec with
+    ``checksum: unpublished`` may be) gets a ``size:`` line inserted right
+    after the checksum line, with its indentation and line ending.
 
     Args:
       text: the spec file's text.
@@ -224,7 +227,8 @@ def pin_spec_text(text, size, checksum, source="spec"):
       the new text.
 
     Raises:
-      BuildError: the spec has no ``checkpoint:`` block with both lines.
+      BuildError: the spec has no ``checkpoint:`` block with a
+        ``checksum:`` line.
     """
     lines = text.splitlines(keepends=True)
     replaced = {}
@@ -238,12 +242,23 @@ def pin_spec_text(text, size, checksum, source="spec"):
         m = re.match(r"(\s+)(size|checksum):", line) if in_block else None
         if m and m.group(2) not in replaced:
             value = str(size) if m.group(2) == "size" else checksum
-            newline = "\n" if line.endswith("\n") else ""
+            newline = line[len(line.rstrip("\r\n")):]
             lines[i] = "%s%s: %s%s" % (m.group(1), m.group(2), value, newline)
             replaced[m.group(2)] = i
+    if "checksum" in replaced and "size" not in replaced:
+        i = replaced["checksum"]
+        body = lines[i].rstrip("\r\n")
+        ending = lines[i][len(body):]
+        indent = re.match(r"\s+", body).group(0)
+        if ending:
+            lines.insert(i + 1, "%ssize: %s%s" % (indent, size, ending))
+        else:  # the checksum line ends the file, without a line break
+            lines[i] = body + ("\r\n" if "\r\n" in text else "\n")
+            lines.insert(i + 1, "%ssize: %s" % (indent, size))
+        replaced["size"] = i + 1
     if set(replaced) != {"size", "checksum"}:
         raise BuildError("%s: no checkpoint size/checksum lines to pin the stand-in to; "
-                         "the spec needs a 'checkpoint:' block with 'size:' and 'checksum:'"
+                         "the spec needs a 'checkpoint:' block with 'checksum:' (and 'size:')"
                          % source)
     return "".join(lines)
 

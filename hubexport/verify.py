@@ -49,6 +49,17 @@ Checks per module (each a :class:`Check` with a one-line detail):
 Archives add ``archive`` (members are SavedModel paths; for registries they
 hash to what the index lists). TensorFlow is imported only when a module
 is checked.
+
+A module built from a checkpoint without a published checksum (``checksum:
+unpublished``, ``build --allow-unpinned``) gets a ``source`` check that
+holds (ok) and says so, e.g. ``unpinned: sha256:HEX (no published
+checksum), N bytes from URL``; the human output prints it as a warning
+line. It is read from what records the source: the stamp ``.<version>.stamp``
+beside a module of a build output, the ``source`` of the module's entry in
+``index.json`` (registry directory, a module directory or archive inside
+one, a served registry, and a served module, whose server's
+``/index.json`` is asked). A module directory or archive outside a build
+output or registry has no such record, and gets no ``source`` check.
 """
 
 from __future__ import annotations
@@ -107,6 +118,16 @@ class ModuleReport:
         """``["check: detail", ...]`` of the failed checks."""
         return ["%s: %s" % (c.name, c.detail) for c in self.checks if not c.ok]
 
+    @property
+    def warnings(self):
+        """``["check: detail", ...]`` of checks that hold but deserve attention.
+
+        These are the ``source`` checks (a checkpoint without a published
+        checksum).
+        """
+        return ["%s: %s" % (c.name, c.detail) for c in self.checks
+                if c.ok and c.name == "source"]
+
     def to_json(self):
         """Returns {"module_handle", "source", "ok", "failures", "checks"} (JSON-ready)."""
         return {"module_handle": self.module_handle, "source": self.source, "ok": self.ok,
@@ -159,12 +180,13 @@ class Report:
                 "modules": [m.to_json() for m in self.modules]}
 
     def lines(self):
-        """Human-readable lines: one per module, then its failures."""
+        """Human-readable lines: one per module, then its failures and warnings."""
         out = ["problem  %s" % p for p in self.problems]
         for m in self.modules:
             out.append("%-8s %s  (%s)" % ("ok" if m.ok else "FAILED",
                                           m.module_handle or "?", m.source))
             out.extend("         %s" % f for f in m.failures)
+            out.extend("         warning: %s" % w for w in m.warnings)
         out.append("verified %d modules: %s" % (len(self.modules), "ok" if self.ok else "FAILED"))
         return out
 
@@ -223,9 +245,61 @@ def verify(path_or_url, *, specs_dir=None, handle=None):
         return checker.registry(path)
     if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
         target = _match(path.resolve().parts, targets, handle, path)
-        return Report(text, "module", [checker.module(path, target, *_find_card(path, target))],
-                      [])
+        record = _stamp_source(path) or _registry_source(path, target)
+        return Report(text, "module", [checker.module(path, target, *_find_card(path, target),
+                                                      record=record)], [])
     return checker.output(path)
+
+
+def _stamp_source(module_dir):
+    """The ``source`` the build stamp beside a module directory records, or None."""
+    stamp = module_dir.parent / (".%s.stamp" % module_dir.name)
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8"))["module"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _registry_source(module_path, target):
+    """The ``source`` of the module's entry in the index.json of the registry it lies in.
+
+    ``module_path`` is the module directory, or its archive's path without
+    ``.tar.gz``. Returns None if it lies in no registry, or the index does
+    not list it.
+    """
+    root = module_path.resolve().parent
+    for _ in target.module_handle.split("/")[:-1]:
+        root = root.parent
+    try:
+        data = json.loads((root / registry_io.INDEX).read_text(encoding="utf-8"))
+        return _index_source(data.get("modules"), target.module_handle)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _index_source(entries, module_handle):
+    """The ``source`` of ``module_handle``'s entry in an index's ``modules``, or None."""
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("module_handle") == module_handle:
+            return entry.get("source")
+    return None
+
+
+def _source_check(record):
+    """The ``source`` check for a recorded source without a published checksum, else None.
+
+    Args:
+      record: the ``source`` dict of a build stamp or index entry, or None.
+
+    Returns:
+      a :class:`Check` that holds, or None (pinned, or nothing recorded).
+    """
+    if not isinstance(record, dict) or record.get("pinned", True) is not False:
+        return None
+    size = record.get("size")
+    return Check("source", True, "unpinned: %s (no published checksum), %s from %s"
+                 % (record.get("checksum"), "%d bytes" % size if isinstance(size, int)
+                    else "size unknown", record.get("url")))
 
 
 def _match(parts, targets, handle, where):
@@ -276,7 +350,8 @@ class _Checker:
         for module_handle, target in sorted(self.targets.items()):
             module_dir = path / target.rel_path
             if module_dir.is_dir():
-                modules.append(self.module(module_dir, target, *_find_card(module_dir, target)))
+                modules.append(self.module(module_dir, target, *_find_card(module_dir, target),
+                                           record=_stamp_source(module_dir)))
         problems = [] if modules else [
             "%s holds no module of the specs (<handle>/<version>/ directories); build first"
             % path]
@@ -306,7 +381,8 @@ class _Checker:
                 checks.append(Check("archive", False, str(e)))
             doc = root / entry["doc"]
             card = doc.read_text(encoding="utf-8", errors="replace") if doc.is_file() else None
-            report = self.module(root / entry["module_dir"], target, card, str(doc))
+            report = self.module(root / entry["module_dir"], target, card, str(doc),
+                                 record=entry.get("source"))
             report.checks[:0] = checks
             report.source = source
             modules.append(report)
@@ -314,11 +390,14 @@ class _Checker:
             problems.append("%s: the registry lists no modules" % root)
         return Report(str(root), "registry", modules, problems)
 
-    def archive_file(self, path, handle, card=None, card_where=None, source=None):
+    def archive_file(self, path, handle, card=None, card_where=None, source=None,
+                     record=None):
         name = path.name[:-len(".tar.gz")] if path.name.endswith(".tar.gz") else path.stem
         target = _match(list(path.resolve().parent.parts) + [name], self.targets, handle, path)
         if card is None and card_where is None:
             card, card_where = _find_card(path.parent / name, target)
+        if source is None and record is None:  # a local archive: in a registry?
+            record = _registry_source(path.parent / name, target)
         with tempfile.TemporaryDirectory(prefix="hubexport-verify-") as tmp:
             try:
                 files, _ = registry_io.archive_manifest(path)
@@ -328,7 +407,7 @@ class _Checker:
                 return ModuleReport(target.module_handle, source or str(path),
                                     [Check("archive", False, str(e))])
             first = Check("archive", True, "%d files, all SavedModel paths" % len(files))
-            report = self.module(Path(tmp), target, card, card_where)
+            report = self.module(Path(tmp), target, card, card_where, record=record)
         report.checks.insert(0, first)
         report.source = source or str(path)
         return report
@@ -361,7 +440,8 @@ class _Checker:
                     problems.append("%s: no spec defines %s" % (url, module_handle))
                     continue
                 modules.append(self._module_url(base + "/" + module_handle, module_handle,
-                                                sums[module_handle]))
+                                                sums[module_handle],
+                                                _index_source(entries, module_handle)))
             if not handles:
                 problems.append("%s lists no modules" % url)
             return Report(url, "registry-url", modules, problems)
@@ -369,9 +449,10 @@ class _Checker:
         if module_handle not in self.targets:
             raise UsageError("%s: the URL path is not /<handle>/<version> of a module the specs "
                              "define; pass --handle or --specs" % url)
-        return Report(url, "url", [self._module_url(base + path, module_handle, None)], [])
+        return Report(url, "url", [self._module_url(base + path, module_handle, None,
+                                                    _served_source(base, module_handle))], [])
 
-    def _module_url(self, url, module_handle, sha256):
+    def _module_url(self, url, module_handle, sha256, record=None):
         target = self.targets[module_handle]
         with tempfile.TemporaryDirectory(prefix="hubexport-verify-") as tmp:
             archive = Path(tmp, "%d.tar.gz" % target.version.version)
@@ -399,14 +480,18 @@ class _Checker:
             card = card_response.text if card_response.status_code == 200 else None
             report = self.archive_file(archive, module_handle, card,
                                        "%s (HTTP %d)" % (url, card_response.status_code),
-                                       source=url)
+                                       source=url, record=record)
         report.checks.insert(0, download)
         return report
 
     # -- one module --------------------------------------------------------
 
-    def module(self, module_dir, target, card, card_where):
-        """Runs every check on one module directory; returns a ModuleReport."""
+    def module(self, module_dir, target, card, card_where, record=None):
+        """Runs every check on one module directory; returns a ModuleReport.
+
+        ``record`` is the recorded ``source`` of the module (build stamp or
+        index entry), or None; an unpinned one adds the ``source`` check.
+        """
         from hubexport.tfimport import import_tensorflow
 
         import_tensorflow()  # first: it filters TensorFlow's start-up chatter
@@ -423,6 +508,9 @@ class _Checker:
             if result is not None:
                 checks.append(result)
         checks.append(_card_check(target, card, card_where))
+        source = _source_check(record)
+        if source is not None:
+            checks.append(source)
         gc.collect()
         return ModuleReport(target.module_handle, str(module_dir), checks)
 
@@ -700,6 +788,17 @@ def _dict_diff(got, want):
 def _first_line(error):
     text = str(error).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _served_source(base, module_handle):
+    """The ``source`` of a module in the index a server serves at ``/index.json``, or None."""
+    try:
+        response = _http_get(base + "/" + registry_io.INDEX)
+        if response.status_code != 200:
+            return None
+        return _index_source(json.loads(response.content).get("modules"), module_handle)
+    except (FetchError, ValueError, AttributeError):
+        return None
 
 
 def _http_get(url, params=None, stream=False):

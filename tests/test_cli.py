@@ -48,9 +48,11 @@ def test_every_command_help_has_an_example():
 
 
 def test_list_json_covers_the_family():
+    from hubexport.specs import load_specs
+
     rows = json.loads(run("list", "--json").stdout)
     handles = {r["module_handle"] for r in rows}
-    assert len(handles) == 16
+    assert len(handles) == 8 * len(load_specs())  # 2 kinds x versions 1, 3, 4, 5 per model
     assert "google/imagenet/inception_v2/classification/3" in handles
     v3 = [r for r in rows if r["module_handle"] == "google/imagenet/inception_v2/classification/3"][0]
     assert v3["format"] == "hub" and v3["input_size"] == "variable"
@@ -61,8 +63,12 @@ def test_unknown_model_is_a_usage_error_without_traceback():
     result = run("build", "no_such_net")
     assert result.returncode == 2
     lines = [l for l in result.stderr.splitlines() if not l.startswith("TF-MODULES")]
-    assert lines == ["error: unknown model no_such_net; known: inception_resnet_v2, inception_v2 "
-                     "(see 'hubexport list')"]
+    from hubexport.specs import load_specs
+
+    known = sorted(load_specs())
+    assert "inception_v2" in known
+    assert lines == ["error: unknown model no_such_net; known: %s (see 'hubexport list')"
+                     % ", ".join(known)]
 
 
 def test_unknown_version_is_a_usage_error(tmp_path):
@@ -88,3 +94,27 @@ def test_click_usage_error_exits_2():
     result = run("build", "--kind", "nonsense")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["fetch", "build"])
+def test_allow_unpinned_is_documented(command):
+    from click.testing import CliRunner
+
+    from hubexport.cli import cli
+
+    out = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output.split())
+    assert "--allow-unpinned" in out
+    assert "[env: HUBEXPORT_ALLOW_UNPINNED=1]" in out
+    assert "checksum: unpublished is refused (exit 2) unless --allow-unpinned" in out
+    assert "HUBEXPORT_ALLOW_UNPINNED=1 (as --allow-unpinned)" in out  # the epilog
+
+
+def test_allow_unpinned_env_must_be_a_boolean(tmp_path):
+    import os
+
+    env = dict(os.environ, HUBEXPORT_ALLOW_UNPINNED="maybe")
+    result = run("fetch", "inception_v2", "--cache-dir", str(tmp_path), env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "maybe" in result.stderr and "is not a valid boolean" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -618,3 +618,33 @@ def test_fetch_checkpoint_bad_tarball_leaves_no_extraction(http_server, tmp_path
     assert not (tmp_path / "checkpoints" / "evil").exists()
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == \
         [f"toy-{spec.checkpoint.checksum_hex[:12]}.lock"]
+
+
+def test_fetch_source_reports_what_a_pinned_spec_pinned(served, tmp_path):
+    server, spec = served
+    got = fetch.fetch_source(spec, cache_dir=tmp_path, allow_unpinned=True)
+    assert got.pinned is True
+    assert got.checksum == "sha384:" + hashlib.sha384(TARBALL).hexdigest()
+    assert got.size == len(TARBALL)
+    assert got.tarball == tmp_path / "downloads" / FILENAME
+    assert got.checkpoint.read_bytes() == PAYLOAD
+
+
+def test_unpinned_spec_is_refused_unless_allowed(served, tmp_path):
+    """A spec object without a checksum (``checksum_algo`` None): the API refuses it too."""
+    server, spec = served
+    spec.checkpoint.checksum_algo = spec.checkpoint.checksum_hex = None
+    spec.checkpoint.size = None
+    for call in (fetch.fetch_tarball, fetch.fetch_checkpoint, fetch.fetch_source):
+        with pytest.raises(fetch.UnpinnedSourceError, match=r"^model toy: http://127\.0\.0\.1:"
+                           r"\d+/models/toy_2016_08_28\.tar\.gz has no published checksum") as e:
+            call(spec, cache_dir=tmp_path)
+        assert e.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == [] and server.requests_for(PATH) == []
+    assert fetch.tarball_path(spec, tmp_path) == tmp_path / "downloads" / FILENAME  # no refusal
+    got = fetch.fetch_source(spec, cache_dir=tmp_path, allow_unpinned=True)
+    assert (got.pinned, got.checksum, got.size) == (
+        False, "sha256:" + hashlib.sha256(TARBALL).hexdigest(), len(TARBALL))
+    assert got.checkpoint.read_bytes() == PAYLOAD
+    assert "has no published checksum; got %s, %d bytes" % (got.checksum, len(TARBALL)) in \
+        fetch.unpinned_warning(spec, got)

@@ -58,7 +58,9 @@ def test_default_specs_dir_is_the_repo_specs():
 
 def test_shipped_specs_load():
     loaded = specs.load_specs()
-    assert list(loaded) == ["inception_resnet_v2", "inception_v2"]
+    # One spec per specs/*.yaml, in file-name order (more models are being added).
+    assert list(loaded) == sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+    assert {"inception_resnet_v2", "inception_v2"} <= set(loaded)
     for name, spec in loaded.items():
         assert spec.name == name
         assert spec.source.name == f"{name}.yaml"
@@ -254,6 +256,13 @@ BAD_SPECS = [
      ("checksum", 1), "md5 needs 32 hex digits"),
     ("checksum-not-hex", _edit(CHECKSUM, CHECKSUM[:-1] + "g"), "checkpoint.checksum",
      ("checksum", 1), "sha384 needs 96 hex digits"),
+    ("checksum-unpublished-typo", _edit(CHECKSUM, "unpublishd"), "checkpoint.checksum",
+     ("checksum", 1), "'unpublishd' is not ALGO:HEX with ALGO one of md5, sha256, sha384, "
+                      "sha512, nor 'unpublished'"),
+    ("checksum-unpublished-upper", _edit(CHECKSUM, "UNPUBLISHED"), "checkpoint.checksum",
+     ("checksum", 1), "is not ALGO:HEX"),
+    ("checksum-unpublished-with-hex", _edit(CHECKSUM, "unpublished:" + CHECKSUM[7:]),
+     "checkpoint.checksum", ("checksum", 1), "is not ALGO:HEX"),
     ("size-zero", _edit("size: 41577079", "size: 0"), "checkpoint.size", ("size: 0", 1),
      "must be positive, got 0"),
     ("size-negative", _edit("size: 41577079", "size: -5"), "checkpoint.size", ("size: -5", 1),
@@ -391,6 +400,18 @@ def test_size_may_be_absent(tmp_path):
     path = tmp_path / "inception_v2.yaml"
     path.write_text(V2_TEXT.replace("  size: 41577079\n", ""))
     assert specs.load_spec(path).checkpoint.size is None
+
+
+def test_unpublished_checksum_is_unpinned(tmp_path):
+    path = tmp_path / "inception_v2.yaml"
+    path.write_text(V2_TEXT.replace("  size: 41577079\n", "").replace(CHECKSUM, "unpublished"))
+    ck = specs.load_spec(path).checkpoint
+    assert (ck.pinned, ck.checksum_algo, ck.checksum_hex, ck.size, ck.checksum) == \
+        (False, None, None, None, "unpublished")
+    path.write_text(V2_TEXT.replace(CHECKSUM, "unpublished"))  # a size may be given
+    assert specs.load_spec(path).checkpoint.size == 41577079
+    shipped = specs.load_spec(V2_PATH).checkpoint
+    assert shipped.pinned is True and shipped.checksum == CHECKSUM
 
 
 def test_checksum_hex_is_lower_cased(tmp_path):

@@ -126,11 +126,50 @@ def test_pin_spec_text_preserves_everything_else():
         "  checksum: md5:abc", "  checksum: sha256:" + "0" * 64)
 
 
+def test_pin_spec_text_inserts_the_size_of_an_unpublished_checksum():
+    text = ("name: x\ncheckpoint:\n    url: http://h/x.tar.gz\n    checksum: unpublished  # none\n"
+            "    member: m.ckpt\nsize: 3\n")
+    out = standin.pin_spec_text(text, 123, "sha256:" + "0" * 64)
+    assert out == text.replace("    checksum: unpublished  # none\n",
+                               "    checksum: sha256:" + "0" * 64 + "\n    size: 123\n")
+    # CRLF line endings are kept, also on the inserted line.
+    crlf = text.replace("\n", "\r\n")
+    assert standin.pin_spec_text(crlf, 123, "sha256:" + "0" * 64) == out.replace("\n", "\r\n")
+    # A checksum line that ends the file (no line break) gets one before the size line.
+    last = "checkpoint:\n  url: http://h/x.tar.gz\n  checksum: unpublished"
+    assert standin.pin_spec_text(last, 7, "md5:" + "a" * 32) == \
+        "checkpoint:\n  url: http://h/x.tar.gz\n  checksum: md5:" + "a" * 32 + "\n  size: 7"
+
+
+def test_pin_spec_text_pins_a_shipped_spec_made_unpublished(tmp_path):
+    shipped = (specs_module.default_specs_dir() / "inception_v2.yaml").read_text()
+    lines = shipped.splitlines(keepends=True)
+    size_line = next(i for i, l in enumerate(lines) if l.startswith("  size:"))
+    del lines[size_line]
+    checksum_line = next(i for i, l in enumerate(lines) if l.startswith("  checksum:"))
+    lines[checksum_line] = "  checksum: unpublished\n"
+    unpublished = "".join(lines)
+    assert specs_module.parse_spec(unpublished, tmp_path / "inception_v2.yaml").checkpoint \
+        .pinned is False
+    out = standin.pin_spec_text(unpublished, 41577079, "sha256:" + "1" * 64)
+    lines[checksum_line:checksum_line + 1] = ["  checksum: sha256:" + "1" * 64 + "\n",
+                                              "  size: 41577079\n"]
+    assert out == "".join(lines)
+    spec = specs_module.parse_spec(out, tmp_path / "inception_v2.yaml")
+    assert (spec.checkpoint.pinned, spec.checkpoint.size, spec.checkpoint.checksum) == \
+        (True, 41577079, "sha256:" + "1" * 64)
+
+
 def test_pin_spec_text_without_checkpoint_block():
     with pytest.raises(BuildError, match="x.yaml: no checkpoint size/checksum"):
         standin.pin_spec_text("name: x\nsize: 3\nchecksum: a\n", 1, "sha256:0", source="x.yaml")
+    with pytest.raises(BuildError, match="x.yaml: no checkpoint size/checksum"):  # no checksum
+        standin.pin_spec_text("checkpoint:\n  size: 3\nchecksum: a\n", 1, "sha256:0",
+                              source="x.yaml")
 
 
 def test_unknown_architecture(tmp_path):
-    with pytest.raises(UsageError, match="inception_v3"):
-        standin.make_standin("inception_v3", tmp_path)
+    # (inception_v3 was the example until it became one of the nets.)
+    with pytest.raises(UsageError, match="unknown architecture 'no_such_net'"):
+        standin.make_standin("no_such_net", tmp_path)
+    assert list(tmp_path.iterdir()) == []
