@@ -1,7 +1,8 @@
 """Helpers shared by the registry tests (test_publish, test_serve, test_verify).
 
 Build outputs made of hard-linked copies of the session's family, the
-family published once by the real CLI, and a registry server in a thread.
+registry models of the family published once by the real CLI, and a
+registry server in a thread.
 """
 
 import hashlib
@@ -14,8 +15,16 @@ import sys
 import threading
 from pathlib import Path
 
+from family_support import MODULES
+
 HANDLE = "google/imagenet/inception_v2/classification"
 SMALL = [("inception_v2", "classification", 3), ("inception_v2", "classification", 5)]
+# The models the registry tests publish, serve and load over HTTP: the seeds'
+# family and one Inception and one ResNet of the zoo (publishing all 80
+# modules would gzip 12 GB to show nothing more; `hubexport verify` checks
+# every built module, tests/test_verify.py).
+REGISTRY_MODELS = ("inception_v2", "inception_resnet_v2", "inception_v3", "resnet_v2_50")
+REGISTRY_MODULES = [m for m in MODULES if m[0] in REGISTRY_MODELS]
 
 _PUBLISHED = {}
 
@@ -28,10 +37,18 @@ def run_cli(*args, timeout=1800):
 
 
 def published_family(family):
-    """(registry Path, publish --json output) of the whole family, published by the CLI."""
+    """(registry Path, publish --json output) of the REGISTRY_MODULES, published by the CLI.
+
+    Their modules, cards and stamps are hard-linked into a build output of
+    their own (``<family root>/registry-output``), which is published once
+    per session into ``<family root>/registry``.
+    """
     if "family" not in _PUBLISHED:
-        registry = family.output.parent / "registry"
-        proc = run_cli("publish", family.output, "--registry", registry, "--json")
+        root = family.output.parent
+        output, registry = root / "registry-output", root / "registry"
+        shutil.rmtree(output, ignore_errors=True)
+        small_output(family, output, REGISTRY_MODULES)
+        proc = run_cli("publish", output, "--registry", registry, "--json")
         assert proc.returncode == 0, proc.stderr[-3000:]
         _PUBLISHED["family"] = (registry, json.loads(proc.stdout))
     return _PUBLISHED["family"]

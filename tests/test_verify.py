@@ -21,10 +21,10 @@ CHECKS = ["files", "format", "tag_sets", "signatures", "image_module_info", "var
           "inference", "card"]
 
 
-def run_verify(*args):
+def run_verify(*args, timeout=900):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, "-m", "hubexport.cli", "verify", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def copy_module(family, tmp_path, version, kind="classification", card=True):
@@ -69,8 +69,23 @@ def test_good_modules_pass_with_json_for_ci(family):
     assert module["module_handle"] == HANDLE + "/3"
     assert [c["check"] for c in module["checks"]] == CHECKS
     assert all(c["ok"] for c in module["checks"])
-    # (Every other Inception V2 module is verified by test_served_modules_verify_over_http
-    # and tests/test_workflow.py.)
+    # (Every module of the family is verified by test_every_built_module_verifies.)
+
+
+@pytest.mark.slow
+def test_every_built_module_verifies(family):
+    """`hubexport verify OUTPUT` over the whole build output: every module of every spec."""
+    from family_support import MODULES
+
+    proc = run_verify(family.output, "--specs", family.specs_dir, "--json", timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True and report["kind"] == "output"
+    assert sorted(m["module_handle"] for m in report["modules"]) == sorted(
+        "google/imagenet/%s/%s/%d" % m for m in MODULES)
+    for module in report["modules"]:
+        assert module["ok"], module
+        assert [c["check"] for c in module["checks"]][:len(CHECKS)] == CHECKS, module
 
 
 def test_a_missing_signature_fails(family, tmp_path):
