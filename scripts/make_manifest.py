@@ -8,27 +8,34 @@ TF-Slim's own definition of the net in a TF1 graph and lists its global
 variables plus ``global_step``.
 
 It runs in the legacy venv (tensorflow 2.15 + the ``tf-slim`` package from
-PyPI), not in hubexport's main venv (tf-slim does not import on TF >= 2.16):
+PyPI; ``make install-legacy`` creates ``.venv-legacy``), not in hubexport's
+main venv (tf-slim does not import on TF >= 2.16):
 
-    /tmp/legacy/bin/pip install tf-slim
-    # Inception V2: tf_slim ships it (tf_slim.nets.inception_v2).
-    /tmp/legacy/bin/python scripts/make_manifest.py inception_v2 \\
+    # Inception V1, V2 and V3: tf_slim 1.1.0 ships them (tf_slim.nets).
+    .venv-legacy/bin/python scripts/make_manifest.py inception_v1 \\
+        hubexport/data/inception_v1_manifest.json
+    .venv-legacy/bin/python scripts/make_manifest.py inception_v2 \\
         hubexport/data/inception_v2_manifest.json
+    .venv-legacy/bin/python scripts/make_manifest.py inception_v3 \\
+        hubexport/data/inception_v3_manifest.json
     # Inception-ResNet-V2: tf_slim does not ship it. Save TF-Slim's
     # research/slim/nets/inception_resnet_v2.py from github.com/tensorflow/models
     # (the manifest was made from commit 608bd2211d0ed7c8e3c61d2ffa1277d464048ab8)
     # OUTSIDE this repository, e.g. /tmp/irv2_src/inception_resnet_v2.py, then:
-    /tmp/legacy/bin/python scripts/make_manifest.py inception_resnet_v2 \\
+    .venv-legacy/bin/python scripts/make_manifest.py inception_resnet_v2 \\
         hubexport/data/inception_resnet_v2_manifest.json \\
         --slim-source /tmp/irv2_src/inception_resnet_v2.py \\
         --slim-commit 608bd2211d0ed7c8e3c61d2ffa1277d464048ab8
 
 The TF-Slim source file imports ``tensorflow.contrib.slim`` (TF 1.x); this
 script loads it with that import pointed at the ``tf_slim`` package and
-changes nothing else. Inception-ResNet-V2 is built with
-``create_aux_logits=True`` (the 2016-08-30 checkpoint holds the auxiliary
-head). Both nets are built with ``num_classes=1001`` on a
-[1, size, size, 3] float32 placeholder under the net's own arg scope.
+changes nothing else. Inception V3 and Inception-ResNet-V2 are built with
+``create_aux_logits=True`` (their checkpoints, 2016-08-28 and 2016-08-30,
+hold the auxiliary head ``AuxLogits``). Every Inception net is built with
+``num_classes=1001`` and ``is_training=False`` on a [1, size, size, 3]
+float32 placeholder (224 for V1 and V2, 299 for V3 and
+Inception-ResNet-V2) under the net's own arg scope
+(``inception_v1_arg_scope()``, ...).
 
 Output: JSON ``{"header": {...}, "num_variables", "num_parameters",
 "variables": [{"name", "shape", "dtype"}, ...]}`` in creation order;
@@ -49,10 +56,20 @@ _IRV2_IMPORT_LINES = (
 )
 
 _CHECKPOINTS = {
+    "inception_v1": {
+        "tarball": "inception_v1_2016_08_28.tar.gz",
+        "member": "inception_v1.ckpt",
+        "image_size": 224,
+    },
     "inception_v2": {
         "tarball": "inception_v2_2016_08_28.tar.gz",
         "member": "inception_v2.ckpt",
         "image_size": 224,
+    },
+    "inception_v3": {
+        "tarball": "inception_v3_2016_08_28.tar.gz",
+        "member": "inception_v3.ckpt",
+        "image_size": 299,
     },
     "inception_resnet_v2": {
         "tarball": "inception_resnet_v2_2016_08_30.tar.gz",
@@ -115,10 +132,19 @@ def build_variables(architecture, slim_source=None):
     graph = tf.Graph()
     with graph.as_default():
         images = tf.compat.v1.placeholder(tf.float32, [1, size, size, 3])
-        if architecture == "inception_v2":
+        if architecture == "inception_v1":
+            from tf_slim.nets import inception_v1 as net_module
+            with tf_slim.arg_scope(net_module.inception_v1_arg_scope()):
+                net_module.inception_v1(images, num_classes=1001, is_training=False)
+        elif architecture == "inception_v2":
             from tf_slim.nets import inception_v2 as net_module
             with tf_slim.arg_scope(net_module.inception_v2_arg_scope()):
                 net_module.inception_v2(images, num_classes=1001, is_training=False)
+        elif architecture == "inception_v3":
+            from tf_slim.nets import inception_v3 as net_module
+            with tf_slim.arg_scope(net_module.inception_v3_arg_scope()):
+                net_module.inception_v3(images, num_classes=1001, is_training=False,
+                                        create_aux_logits=True)
         else:
             net_module = _load_irv2_module(slim_source)
             with tf_slim.arg_scope(net_module.inception_resnet_v2_arg_scope()):
@@ -168,9 +194,14 @@ def main(argv=None):
                 n *= d
             num_parameters += n
 
-    if args.architecture == "inception_v2":
-        source = ("tf_slim.nets.inception_v2.inception_v2(num_classes=1001) under "
-                  "inception_v2_arg_scope() (PyPI tf-slim %s)" % versions["tf_slim"])
+    if args.architecture in ("inception_v1", "inception_v2"):
+        arch = args.architecture
+        source = ("tf_slim.nets.%s.%s(num_classes=1001) under %s_arg_scope() (PyPI tf-slim %s)"
+                  % (arch, arch, arch, versions["tf_slim"]))
+    elif args.architecture == "inception_v3":
+        source = ("tf_slim.nets.inception_v3.inception_v3(num_classes=1001, "
+                  "create_aux_logits=True) under inception_v3_arg_scope() (PyPI tf-slim %s)"
+                  % versions["tf_slim"])
     else:
         source = ("inception_resnet_v2(num_classes=1001, create_aux_logits=True) under "
                   "inception_resnet_v2_arg_scope() from tensorflow/models "
