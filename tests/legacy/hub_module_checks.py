@@ -26,7 +26,9 @@ PLAN.json:
                regularized variables are reported;
   ``modules``  a list of {"key", "path", "kind", "version"}; key is
                "<architecture>/<kind>/<version>";
-  ``delete_exports`` (optional) remove each module's exports once compared.
+  ``delete_exports`` (optional) remove each module's exports once compared;
+  ``checks``   (optional) the checks to run: a subset of "spec", "inference",
+               "reexport", "finetune", "compare" (default: all).
 
 For every module the report holds, under ``modules[key]``:
   ``spec``      ModuleSpec view (both tag sets): tags, signature names,
@@ -753,16 +755,21 @@ def main(plan_path):
     if plan.get("tf_slim_net"):
         run_check(report, "tf_slim_regularized", tf_slim_regularized, plan["tf_slim_net"],
                   plan["image_size"], plan["num_classes"])
+    checks = set(plan.get("checks") or ("spec", "inference", "reexport", "finetune", "compare"))
     for mod in plan["modules"]:
         record = report["modules"][mod["key"]] = {"key": mod["key"]}
         run_check(record, "spec", check_spec, mod)
         inference = run_check(record, "inference", check_inference, mod, batches, plan["work_dir"])
         reexport_dir = inference and inference.get("reexport_dir")
-        if reexport_dir:
+        if reexport_dir and "reexport" in checks:
             run_check(record, "reexport", check_reexport, mod, batches, reexport_dir)
-        run_check(record, "finetune", check_finetune, mod, batches,
-                  mod["version"] == 3 and mod["kind"] == "classification")
-        compare = run_check(record, "compare", check_compare, mod, reexport_dir, plan["work_dir"])
+        if "finetune" in checks:
+            run_check(record, "finetune", check_finetune, mod, batches,
+                      mod["version"] == 3 and mod["kind"] == "classification")
+        compare = None
+        if "compare" in checks:
+            compare = run_check(record, "compare", check_compare, mod, reexport_dir,
+                                plan["work_dir"])
         if plan.get("delete_exports"):  # the big IRv2 exports are no longer needed
             for path in (reexport_dir, compare and compare.get("hub_exporter_dir")):
                 if path:
