@@ -1,10 +1,13 @@
 """Figures 4 and 6: building the module family from cached tarballs, and rebuilding nothing.
 
-Inputs: stand-in tarballs of both architectures (``hubexport make-standin``,
-from the checked-in manifests; the real tarballs are unreachable here) with a
-spec directory pinned to them, served by benchmarks/server.py on 127.0.0.1.
-The cache is filled first (``hubexport fetch`` per architecture), so every
-build starts from a cached tarball.
+Inputs: stand-in tarballs of the two seed architectures (ARCHITECTURES:
+inception_v2, inception_resnet_v2; ``hubexport.standin.make_standin``, from
+the checked-in manifests; the real tarballs are unreachable here) with a spec
+directory pinned to them that holds only those two specs, however many
+specs/ holds (so these figures stay comparable as the zoo grows; the whole
+zoo is zoo_bench.py's), served by benchmarks/server.py on 127.0.0.1. The
+cache is filled first (``hubexport fetch`` per architecture), so every build
+starts from a cached tarball.
 
 Figure 4:
   * ``hubexport build --all`` (with ``--jobs 1`` when the option exists), run
@@ -40,40 +43,135 @@ RSS_TARGET = 3 << 30  # bytes (3 GiB)
 NOOP_TARGET = 2.0  # seconds
 
 
-def _standin_key() -> str:
-    """Hash of what the stand-ins are made from (as tests/conftest.py keys them)."""
-    h = hashlib.sha256()
+STANDINS = WORK / "standins"
+TEST_STANDINS = REPO / "build" / "test-standins"
+
+
+def shipped_models() -> tuple:
+    """Spec names of ``specs/*.yaml``, sorted (as tests/family_support.py lists MODELS)."""
+    return tuple(sorted(p.stem for p in (REPO / "specs").glob("*.yaml")))
+
+
+def _standin_key(models) -> str:
+    """Key of a stand-in set of ``models`` exactly as tests/conftest.py computes it.
+
+    sha256 of the comma-joined (sorted) model list, then every manifest,
+    hubexport/standin.py and every shipped spec; first 16 hex digits.
+    """
+    h = hashlib.sha256(",".join(models).encode())
     for path in sorted((REPO / "hubexport" / "data").glob("*_manifest.json")) + [
             REPO / "hubexport" / "standin.py"] + sorted((REPO / "specs").glob("*.yaml")):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def ensure_standins() -> Path:
-    """A directory with both stand-in tarballs and ``specs/``, made once per input hash.
+def _model_key(model) -> str:
+    """Hash of what one model's stand-in is made from: its manifest, standin.py, its spec."""
+    h = hashlib.sha256(model.encode() + b"\0")
+    for path in (REPO / "hubexport" / "data" / ("%s_manifest.json" % model),
+                 REPO / "hubexport" / "standin.py", REPO / "specs" / ("%s.yaml" % model)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
-    Stand-ins are deterministic (seed 0), so an identical set the test suite
-    already made (build/test-standins/<same key>) is hard-linked instead of
-    being generated again.
+
+def _complete(directory: Path, models) -> bool:
+    """Whether ``directory`` is a finished stand-in set of exactly ``models`` (.complete)."""
+    try:
+        listed = (directory / ".complete").read_text().split()
+    except OSError:
+        return False
+    return listed == list(models) and all(
+        (directory / "specs" / ("%s.yaml" % m)).is_file() for m in models)
+
+
+def _link(src: Path, dest: Path) -> None:
+    """Hard-links ``src`` to ``dest`` (copies across file systems)."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def _per_model_standins(models) -> dict:
+    """dict model -> directory with its stand-in tarball and ``specs/<model>.yaml``.
+
+    Each model's stand-in is cached in ``WORK/standins/models/<model>-<key>/``
+    (key: :func:`_model_key`); missing ones are made by
+    ``hubexport.standin.make_standin(model, dir, seed=0)`` (as the test
+    suite makes them), all in one child process (one TensorFlow import).
     """
-    key = _standin_key()
-    root = WORK / "standins"
-    done = root / key
-    if (done / "specs" / "inception_resnet_v2.yaml").exists():
+    root = STANDINS / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    dirs = {m: root / ("%s-%s" % (m, _model_key(m))) for m in models}
+    missing = [m for m, d in dirs.items() if not (d / "specs" / ("%s.yaml" % m)).is_file()]
+    if missing:
+        for old in root.iterdir():  # other keys of the models about to be made
+            if old.name.rsplit("-", 1)[0] in missing and old.name not in {
+                    d.name for d in dirs.values()}:
+                shutil.rmtree(old, ignore_errors=True)
+        works = {m: root / (".work-%s-%d" % (m, os.getpid())) for m in missing}
+        for w in works.values():
+            shutil.rmtree(w, ignore_errors=True)
+        log("stand-ins: making %s (hubexport.standin.make_standin, seed 0)" % ", ".join(missing))
+        code = ("import sys\n"
+                "from hubexport.tfimport import import_tensorflow\n"
+                "import_tensorflow()\n"
+                "from hubexport.standin import make_standin\n"
+                "for model, out in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+                "    make_standin(model, out, seed=0)\n")
+        res = run_child([PYTHON, "-c", code] + [x for m in missing for x in (m, works[m])],
+                        timeout=7200)
+        log("stand-ins: made %d in %.0f s" % (len(missing), res.wall))
+        for m in missing:
+            shutil.rmtree(dirs[m], ignore_errors=True)
+            os.replace(works[m], dirs[m])
+    return dirs
+
+
+def ensure_standins(models=ARCHITECTURES, label="seed") -> Path:
+    """A directory with the stand-in tarballs of ``models`` and ``specs/`` holding only theirs.
+
+    Made once per input hash, as ``WORK/standins/<label>-<key>/`` with the
+    test suite's key (:func:`_standin_key` of the sorted model list). If the
+    test suite already made that identical set (build/test-standins/<same
+    key>/, with its ``.complete``), it is hard-linked; otherwise the set is
+    hard-linked from per-model stand-ins (:func:`_per_model_standins`), so
+    the seed set and the zoo set share the tarballs they have in common and
+    a change to one spec remakes only that model's stand-in.
+    """
+    models = tuple(sorted(models))
+    key = _standin_key(models)
+    done = STANDINS / ("%s-%s" % (label, key))
+    if _complete(done, models):
         return done
-    if root.is_dir():
-        for old in root.iterdir():
+    STANDINS.mkdir(parents=True, exist_ok=True)
+    for old in STANDINS.iterdir():
+        if old == done or old.name == "models":
+            continue
+        stale = (old.name.rsplit("-", 1)[0] == label  # an older set of this label
+                 or (len(old.name) == 16 and not old.name.strip("0123456789abcdef"))  # old layout
+                 or old.name.startswith(".work-%s-" % label))
+        if stale:
             shutil.rmtree(old, ignore_errors=True)
-    work = root / (".work-%d" % os.getpid())
+    work = STANDINS / (".work-%s-%d" % (label, os.getpid()))
     shutil.rmtree(work, ignore_errors=True)
-    tests_copy = REPO / "build" / "test-standins" / key
-    if (tests_copy / "specs" / "inception_resnet_v2.yaml").exists():
+    tests_copy = TEST_STANDINS / key
+    if _complete(tests_copy, models):
         log("stand-ins: linking the test suite's identical set %s" % tests_copy)
-        shutil.copytree(tests_copy, work, copy_function=os.link)
+        shutil.copytree(tests_copy, work, copy_function=_link)
     else:
-        for arch in ARCHITECTURES:
-            log("stand-ins: making %s (hubexport make-standin)" % arch)
-            run_child([HUBEXPORT, "make-standin", arch, work])
+        (work / "specs").mkdir(parents=True)
+        for model, directory in _per_model_standins(models).items():
+            for f in directory.iterdir():
+                if f.is_file():
+                    _link(f, work / f.name)
+            _link(directory / "specs" / ("%s.yaml" % model),
+                  work / "specs" / ("%s.yaml" % model))
+    marker = work / ".complete"
+    if marker.exists():
+        marker.unlink()  # a hard link to the test suite's: never write through it
+    marker.write_text("\n".join(models) + "\n")
+    shutil.rmtree(done, ignore_errors=True)
     os.replace(work, done)
     return done
 
@@ -82,7 +180,8 @@ def _quick_specs(spec_dir: Path, dest: Path) -> Path:
     """Spec copies keeping only classification versions 3 and 5 (QUICK mode)."""
     from hubexport.specs import load_specs
 
-    dest.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)  # no specs of other models left from a former run
+    dest.mkdir(parents=True)
     for path in spec_dir.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         data["modules"] = {"classification": data["modules"]["classification"]}
@@ -108,12 +207,13 @@ def _statuses(stdout: str) -> dict:
     return counts
 
 
-def _instrumented(report_dir: Path, args, sample=0.25):
+def _instrumented(report_dir: Path, args, sample=0.25, timeout=3600):
     """Runs instrumented_build.py; returns (ChildResult, merged report)."""
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
     res = run_child([PYTHON, Path(__file__).with_name("instrumented_build.py")] + args,
-                    env=child_env(BENCH_REPORT_DIR=str(report_dir)), sample=sample)
+                    env=child_env(BENCH_REPORT_DIR=str(report_dir)), sample=sample,
+                    timeout=timeout)
     reports = [json.loads(p.read_text()) for p in sorted(report_dir.glob("report-*.json"))]
     parents = [r for r in reports if r["role"] == "parent"]
     if len(parents) != 1:
@@ -194,6 +294,12 @@ def run(rows, details, context):
             spec_dir, server.base_url, cache, out1), sample=0)
 
     context.update(modules=out1, specs=spec_dir, cache=cache)
+    # For zoo_bench.py: the seed models' modules as timed here (instrumented, --jobs 1)
+    # and the plain --jobs 2 run.
+    context["build_targets"] = report["targets"]
+    if res2 is not None:
+        context["build_jobs2"] = {"wall": res2.wall, "modules": sum(built1.values()),
+                                  "tree_peak": res2.tree_peak}
     n_targets = sum(built1.values())
     jobs1 = " --jobs 1" if has_jobs else ""
 

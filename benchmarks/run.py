@@ -8,13 +8,16 @@ it is met; a missed target says by how much and what bounds it.
 Figures (one module each):
   1. startup.py    CLI start-up vs ``python -c "import click, yaml"``
   2./3. download.py  200 MB download vs curl; verification vs sha384sum/md5sum
-  4./6. build_bench.py  build stage times and peak RSS; --jobs; no-op rebuild
+  4./6. build_bench.py  build stage times and peak RSS; --jobs; no-op rebuild (the
+                 two seed models only, so the figures stay comparable)
   5. inference.py  exported modules vs the checkpoint's net and tf_keras
+  4 zoo. zoo_bench.py  build --all --jobs 2 over every shipped spec: wall, per
+                 architecture seconds per module (stage split) and peak RSS
 
 Environment:
   BENCH_QUICK=1   reduced sizes and repetitions for a smoke test; the report
                   goes to build/bench/BENCHMARKS-quick.md instead.
-  BENCH_ONLY=a,b  run only these sections (startup, download, build, inference).
+  BENCH_ONLY=a,b  run only these sections (startup, download, build, inference, zoo).
   BENCH_OUTPUT    where to write the report (default as above).
   BENCH_WORK      scratch directory (default build/bench).
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (QUICK, REPO, WORK, LoadMonitor, Row, log, machine_description,  # noqa: E402
                     other_processes, rows_to_markdown, rows_to_text)
 
-SECTIONS = ("startup", "download", "build", "inference")
+SECTIONS = ("startup", "download", "build", "inference", "zoo")
 
 
 def main() -> int:
@@ -57,15 +60,15 @@ def main() -> int:
     rows: list[Row] = []
     details: list[tuple[str, str]] = []
     errors = []
-    context = {}  # shared between sections (build -> inference)
+    context = {}  # shared between sections (build -> inference, zoo)
     section_load = []
     for name in selected:
         log("section %s" % name)
         t = time.monotonic()
         section_monitor = LoadMonitor()
         try:
-            module = __import__({"build": "build_bench"}.get(name, name))
-            if name in ("build", "inference"):
+            module = __import__({"build": "build_bench", "zoo": "zoo_bench"}.get(name, name))
+            if name in ("build", "inference", "zoo"):
                 module.run(rows, details, context)
             else:
                 module.run(rows, details)
