@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from registry_support import (HANDLE, REGISTRY_MODELS, REGISTRY_MODULES, link_copy,
+from registry_support import (HANDLE, REGISTRY_MODULES, link_copy,
                               published_family, replace_file, run_cli, sha256, small_output)
 
 from hubexport import __version__
@@ -59,8 +59,9 @@ def test_family_registry_layout_and_index(family):
     modules = index["modules"]
     canonical = json.dumps(modules, sort_keys=True, separators=(",", ":")).encode()
     assert index["digest"] == "sha256:" + hashlib.sha256(canonical).hexdigest()
+    published = {"google/imagenet/%s/%s/%d" % m for m in REGISTRY_MODULES}
     targets = {t.module_handle: t for s in load_specs(family.specs_dir).values()
-               for t in s.targets() if s.name in REGISTRY_MODELS}
+               for t in s.targets() if t.module_handle in published}
     assert [m["module_handle"] for m in modules] == sorted(targets)
     for entry in modules:
         target = targets[entry["module_handle"]]
