@@ -37,6 +37,18 @@ float32 placeholder (224 for V1 and V2, 299 for V3 and
 Inception-ResNet-V2) under the net's own arg scope
 (``inception_v1_arg_scope()``, ...).
 
+ResNets (tf_slim 1.1.0's ``tf_slim.nets.resnet_v1`` / ``resnet_v2``, depths
+50, 101 and 152) are built as ``resnet_vV_D(images, num_classes=C,
+is_training=False)`` under that module's ``resnet_arg_scope()`` on a
+[1, 224, 224, 3] placeholder, with C = 1000 for V1 (the README's
+checkpoints, converted from Caffe, have no background class) and 1001 for
+V2:
+
+    for n in resnet_v1_50 resnet_v1_101 resnet_v1_152 \\
+             resnet_v2_50 resnet_v2_101 resnet_v2_152; do
+        .venv-legacy/bin/python scripts/make_manifest.py $n hubexport/data/${n}_manifest.json
+    done
+
 Output: JSON ``{"header": {...}, "num_variables", "num_parameters",
 "variables": [{"name", "shape", "dtype"}, ...]}`` in creation order;
 ``num_parameters`` counts the numbers of all variables except
@@ -76,7 +88,43 @@ _CHECKPOINTS = {
         "member": "inception_resnet_v2_2016_08_30.ckpt",
         "image_size": 299,
     },
+    # ResNets: tf_slim.nets.resnet_v1 / resnet_v2 (see _RESNET_CLASSES).
+    "resnet_v1_50": {
+        "tarball": "resnet_v1_50_2016_08_28.tar.gz",
+        "member": "resnet_v1_50.ckpt",
+        "image_size": 224,
+    },
+    "resnet_v1_101": {
+        "tarball": "resnet_v1_101_2016_08_28.tar.gz",
+        "member": "resnet_v1_101.ckpt",
+        "image_size": 224,
+    },
+    "resnet_v1_152": {
+        "tarball": "resnet_v1_152_2016_08_28.tar.gz",
+        "member": "resnet_v1_152.ckpt",
+        "image_size": 224,
+    },
+    "resnet_v2_50": {
+        "tarball": "resnet_v2_50_2017_04_14.tar.gz",
+        "member": "resnet_v2_50.ckpt",
+        "image_size": 224,
+    },
+    "resnet_v2_101": {
+        "tarball": "resnet_v2_101_2017_04_14.tar.gz",
+        "member": "resnet_v2_101.ckpt",
+        "image_size": 224,
+    },
+    "resnet_v2_152": {
+        "tarball": "resnet_v2_152_2017_04_14.tar.gz",
+        "member": "resnet_v2_152.ckpt",
+        "image_size": 224,
+    },
 }
+
+# Logits per ResNet checkpoint: the README's V1 checkpoints (converted from
+# Caffe) have the 1000 ImageNet classes without a background class; the V2
+# ones 1001 (index 0 background).
+_RESNET_CLASSES = {"resnet_v1": 1000, "resnet_v2": 1001}
 
 
 def _load_irv2_module(path):
@@ -145,6 +193,15 @@ def build_variables(architecture, slim_source=None):
             with tf_slim.arg_scope(net_module.inception_v3_arg_scope()):
                 net_module.inception_v3(images, num_classes=1001, is_training=False,
                                         create_aux_logits=True)
+        elif architecture.startswith("resnet_v"):
+            # e.g. tf_slim.nets.resnet_v1.resnet_v1_50 under resnet_v1.resnet_arg_scope().
+            import importlib
+
+            version = architecture.rsplit("_", 1)[0]  # resnet_v1 / resnet_v2
+            net_module = importlib.import_module("tf_slim.nets." + version)
+            with tf_slim.arg_scope(net_module.resnet_arg_scope()):
+                getattr(net_module, architecture)(
+                    images, num_classes=_RESNET_CLASSES[version], is_training=False)
         else:
             net_module = _load_irv2_module(slim_source)
             with tf_slim.arg_scope(net_module.inception_resnet_v2_arg_scope()):
@@ -202,6 +259,12 @@ def main(argv=None):
         source = ("tf_slim.nets.inception_v3.inception_v3(num_classes=1001, "
                   "create_aux_logits=True) under inception_v3_arg_scope() (PyPI tf-slim %s)"
                   % versions["tf_slim"])
+    elif args.architecture.startswith("resnet_v"):
+        version = args.architecture.rsplit("_", 1)[0]
+        source = ("tf_slim.nets.%s.%s(num_classes=%d, is_training=False) under "
+                  "%s.resnet_arg_scope() (PyPI tf-slim %s)"
+                  % (version, args.architecture, _RESNET_CLASSES[version], version,
+                     versions["tf_slim"]))
     else:
         source = ("inception_resnet_v2(num_classes=1001, create_aux_logits=True) under "
                   "inception_resnet_v2_arg_scope() from tensorflow/models "
