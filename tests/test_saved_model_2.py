@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
+from client_checks import persistent_gradient_tape, saved_model_cli_matches_hub_load
 from hubexport.errors import BuildError, CheckpointError, UsageError
 from hubexport.formats.saved_model_2 import write_saved_model_2
 from hubexport.nets import INCEPTION_INPUT_MAPPING, build_net
@@ -26,7 +27,6 @@ from hubexport.nets.layers import NetContext
 from hubexport.standin import load_manifest, standin_values
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
 ARCH = "inception_v2"
 NUM_CLASSES = 1001
 IMAGE_SIZE = 224
@@ -301,26 +301,7 @@ def test_keras_fit_frozen(keras_results):
 
 @pytest.mark.slow
 def test_saved_model_cli_runs_serving_default(modules, tmp_path):
-    path = modules["cls_v5"]
-    cli = str(VENV_BIN / "saved_model_cli")
-    shown = _run([cli, "show", "--dir", path, "--tag_set", "serve",
-                  "--signature_def", "serving_default"])
-    assert shown.returncode == 0, shown.stderr
-    assert "inputs['inputs']" in shown.stdout and "outputs['logits']" in shown.stdout
-    assert "shape: (-1, -1, -1, 3)" in shown.stdout
-    assert "shape: (-1, 1001)" in shown.stdout
-
-    images = _images(2, 160, seed=3)
-    np.save(tmp_path / "x.npy", images)
-    out = tmp_path / "out"
-    proc = _run([cli, "run", "--dir", path, "--tag_set", "serve",
-                 "--signature_def", "serving_default",
-                 "--inputs", "inputs=%s" % (tmp_path / "x.npy"), "--outdir", str(out)])
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    got = np.load(out / "logits.npy")
-    want = hub.load(path)(tf.constant(images)).numpy()
-    assert got.shape == (2, NUM_CLASSES)
-    assert np.abs(got - want).max() <= 1e-5
+    saved_model_cli_matches_hub_load(modules["cls_v5"], NUM_CLASSES, tmp_path)
 
 
 @pytest.mark.slow
@@ -343,22 +324,4 @@ def test_serving_signature_names_and_v4_has_none(modules):
 def test_persistent_gradient_tape(modules):
     """Fine-tuning under a persistent tape: finite gradients, twice (~15-35 s: TF
     builds the higher-order gradient functions of the loaded graph once)."""
-    module = hub.load(modules["cls_v5"])
-    images = tf.constant(_images(2, 160, seed=5))
-    labels = tf.constant([3, 7])
-    with tf.GradientTape(persistent=True) as tape:
-        logits = module(images, training=True, batch_norm_momentum=0.9)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-    variables = module.trainable_variables
-    first = tape.gradient(loss, variables)
-    second = tape.gradient(loss, variables)
-    del tape
-    assert len(variables) == 141
-    for grads in (first, second):
-        assert len(grads) == len(variables)
-        for v, g in zip(variables, grads):
-            assert g is not None, v.name
-            assert np.all(np.isfinite(g.numpy())), v.name
-            assert float(tf.reduce_max(tf.abs(g))) > 0, v.name
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    persistent_gradient_tape(modules["cls_v5"], 141)
