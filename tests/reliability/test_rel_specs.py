@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hubexport.cli import main
+from hubexport.specs import parse_spec
 
 import reliability_support as rs
 
@@ -105,7 +106,13 @@ def _outcome(tmp: Path, name: str, text: str, counts: Outcomes) -> None:
                            "--cache-dir", tmp / "cache"])
     assert "Traceback" not in err
     assert code in (1, 2), (code, err)
-    if code == 2:
+    if not parse_spec(path.read_bytes(), path).checkpoint.pinned:
+        # No published checksum: refused before anything is fetched (exit 2).
+        lines = err.splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith("error: model %s: " % name), err
+        assert "has no published checksum" in lines[0] and "--allow-unpinned" in lines[0], err
+    elif code == 2:
         _check_spec_error(err, path, text)
     else:
         lines = err.splitlines()
