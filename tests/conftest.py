@@ -151,26 +151,33 @@ class Family:
         return path
 
     def values(self, model):
-        """The checkpoint's values of every variable the net needs (cached)."""
+        """The checkpoint's values of every variable the net needs (the last model's cached)."""
         if model not in _VALUES:
             from hubexport.checkpoint import Checkpoint
             from hubexport.nets import variable_requests
 
             spec = self.spec(model)
+            _VALUES.clear()  # one model's values at a time: the zoo's add up to GBs
             _VALUES[model] = Checkpoint(self.checkpoint(model)).values(
                 r.name for r in variable_requests(spec.architecture, spec.num_classes))
         return _VALUES[model]
 
     def checkpoint_function(self, model):
-        """The model's net run on its checkpoint (:func:`hubexport.nets.checkpoint_function`), cached.
+        """The model's net run on its checkpoint (:func:`hubexport.nets.checkpoint_function`).
+
+        The last model's function is cached.
 
         Maps float32 images [batch, height, width, 3] in [0, 1] to (logits
         [batch, num_classes], features [batch, feature_size]).
         """
         if model not in _FUNCTIONS:
+            import gc
+
             from hubexport.nets import checkpoint_function
 
             spec = self.spec(model)
+            _FUNCTIONS.clear()  # one model's net at a time
+            gc.collect()
             _FUNCTIONS[model] = checkpoint_function(spec.architecture, self.values(model),
                                                     spec.num_classes,
                                                     input_mapping=spec.input_mapping)

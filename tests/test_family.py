@@ -82,7 +82,10 @@ class Handle:
         return self._loaded[key]
 
     def close(self):
+        import gc
+
         self._loaded.clear()
+        gc.collect()  # the loaded modules' variables go before the next handle's
 
 
 @pytest.fixture(scope="module", params=HANDLES, ids=ids(HANDLES))
