@@ -78,6 +78,13 @@ def max_rel(a, b):
     return max_abs(a, b) / scale
 
 
+def assert_differ_by(outputs, minimum):
+    """The first two images' outputs differ by more than ``minimum`` (absolute, max over values)."""
+    assert np.all(np.isfinite(outputs))
+    if len(outputs) > 1:
+        assert max_abs(outputs[0], outputs[1]) > minimum, max_abs(outputs[0], outputs[1])
+
+
 def assert_meaningful(outputs, tolerance=TOLERANCE):
     """The comparison is not trivial: outputs vary between images well beyond tolerance.
 

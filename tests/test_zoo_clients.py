@@ -39,7 +39,8 @@ def manifest_counts(model, kind):
              if v["name"] != "global_step" and "/AuxLogits/" not in v["name"]]
     if kind == "feature_vector":
         names = [n for n in names if not n.startswith(LOGITS[model])]
-    moving = [n for n in names if "/BatchNorm/moving_" in n]
+    # Batch norm moving statistics (scoped BatchNorm, or ResNet V2's preact/postnorm).
+    moving = [n for n in names if n.rsplit("/", 1)[1].startswith("moving_")]
     decayed = [n for n in names if n.endswith("/weights")]
     return len(names) - len(moving), len(moving), len(decayed)
 

@@ -44,8 +44,9 @@ def fit(path, trainable, size, weight_decay):
     changed = {"trainable": 0, "moving": 0, "other": 0}
     counts = {"trainable": 0, "moving": 0, "other": 0}
     for w, old in zip(layer.weights, before):
+        leaf = w.name.split(":")[0].rsplit("/", 1)[-1]
         kind = ("trainable" if id(w) in trainable_ids else
-                "moving" if "/BatchNorm/moving_" in w.name else "other")
+                "moving" if leaf.startswith("moving_") else "other")
         counts[kind] += 1
         changed[kind] += int(not np.array_equal(w.numpy(), old))
     decay = [w for w in layer.weights if w.name.split("/")[-1].startswith("weights")]
