@@ -38,7 +38,8 @@ pytestmark = pytest.mark.slow
 
 LEGACY_SCRIPT = "reference_slim_resnet.py"
 TOLERANCE = 1e-4
-RESNETS = ["resnet_v%d_%d" % (v, d) for v in (1, 2) for d in (50, 101, 152)]
+RESNETS = ["resnet_v1_50", "resnet_v1_101", "resnet_v1_152",
+           "resnet_v2_50", "resnet_v2_101", "resnet_v2_152"]
 SIZES = ((224, 224), (257, 331))  # height x width in pixels
 MODULES = [("classification", 3), ("feature_vector", 3),
            ("classification", 5), ("feature_vector", 5)]
