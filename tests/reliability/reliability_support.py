@@ -301,10 +301,21 @@ def run_cli(args: Iterable[str], sandbox: Sandbox | None = None, *, tuning: dict
 
 def start_cli(args: Iterable[str], sandbox: Sandbox, *, tuning: dict | None = None,
               preexec_fn: Callable | None = None, env: dict | None = None) -> subprocess.Popen:
-    """Starts the CLI in its own session (process group), for kill/interrupt tests."""
+    """Starts the CLI in its own session (process group), for kill/interrupt tests.
+
+    SIGINT is reset to its default disposition in the child, as a terminal's
+    Ctrl-C finds it: a suite started in the background of a non-interactive
+    shell (`make test &`) inherits SIGINT ignored, and a CLI started with
+    SIGINT ignored rightly ignores Ctrl-C.
+    """
+    def preexec():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if preexec_fn is not None:
+            preexec_fn()
+
     return subprocess.Popen(cli_command(args, tuning), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=str(sandbox.cwd),
-                            env=cli_env(sandbox, env), preexec_fn=preexec_fn,
+                            env=cli_env(sandbox, env), preexec_fn=preexec,
                             start_new_session=True)
 
 
