@@ -90,8 +90,8 @@ def _read_io(pid: int) -> dict:
     return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
 
 
-def _tree_rss(root: int) -> int:
-    """Summed RSS (bytes) of ``root`` and every descendant still alive."""
+def proc_table() -> tuple[dict, dict]:
+    """(parent pid by pid, RSS in bytes by pid) of every process /proc lists now."""
     parents = {}
     rss = {}
     for entry in os.scandir("/proc"):
@@ -102,10 +102,15 @@ def _tree_rss(root: int) -> int:
             statm = Path(entry.path, "statm").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2:].split()
         pid = int(entry.name)
-        parents[pid] = int(fields[1])
+        parents[pid] = int(stat[stat.rfind(")") + 2:].split()[1])
         rss[pid] = int(statm.split()[1]) * PAGE
+    return parents, rss
+
+
+def _tree_rss(root: int) -> int:
+    """Summed RSS (bytes) of ``root`` and every descendant still alive."""
+    parents, rss = proc_table()
     total = 0
     for pid in rss:
         p = pid

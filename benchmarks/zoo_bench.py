@@ -43,7 +43,7 @@ from pathlib import Path
 
 from build_bench import (RSS_TARGET, _build_cmd, _instrumented, _quick_specs, _statuses,
                          ensure_standins, shipped_models)
-from common import (HUBEXPORT, PAGE, QUICK, REPO, WORK, LoopbackServer, Row, fmt, log, mib,
+from common import (HUBEXPORT, QUICK, proc_table, REPO, WORK, LoopbackServer, Row, fmt, log, mib,
                     run_child)
 
 QUICK_MODELS = 2
@@ -75,18 +75,7 @@ class _TreeSampler:
 
     def _scan(self) -> dict:
         me = os.getpid()
-        parents, rss = {}, {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = Path(entry.path, "stat").read_text()
-                statm = Path(entry.path, "statm").read_text()
-            except OSError:
-                continue
-            pid = int(entry.name)
-            parents[pid] = int(stat[stat.rfind(")") + 2:].split()[1])
-            rss[pid] = int(statm.split()[1]) * PAGE
+        parents, rss = proc_table()
         out = {}
         for pid, value in rss.items():
             p = pid
