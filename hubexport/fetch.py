@@ -1,19 +1,24 @@
-"""Fetch, verify and extract TF-Slim checkpoint tarballs (pipeline stage 2).
+"""Fetch, verify and cache TF-Slim checkpoint tarballs (pipeline stage 2).
 
-Entry point: :func:`fetch_checkpoint` (spec -> path of the extracted TF V1
-checkpoint file), and :func:`fetch_source`, which also says what was fetched
-(:class:`FetchedSource`: checksum and size of the tarball used). Its parts
-:func:`fetch_tarball` and :func:`extract_member`, and the helpers
+Entry point: :func:`fetch_checkpoint` (spec -> the extracted checkpoint's
+path: a TF V1 checkpoint file or a TF V2 prefix), and :func:`fetch_source`,
+which also says what was fetched (:class:`FetchedSource`: checksum and size
+of the tarball used). Its part :func:`fetch_tarball` and the helpers
 :func:`default_cache_dir`, :func:`resolve_url`, :func:`tarball_path`,
 :func:`require_pinned` and :func:`unpinned_warning`, are public too, for
-``hubexport fetch``, ``hubexport build`` and for tests.
+``hubexport fetch``, ``hubexport build`` and for tests. Taking the
+checkpoint out of the tarball is :func:`hubexport.archive.extract_checkpoint`
+(formats and safety rules: see there).
 
 Cache layout (root: :func:`default_cache_dir`)::
 
     downloads/<filename>            verified tarball (appears only by rename)
     downloads/<filename>.part       download in progress (resumed with Range)
     downloads/<filename>.lock       serialises processes fetching the same file
-    checkpoints/<name>-<hex12>/     extracted member (appears only by rename)
+    checkpoints/<name>-<hex12>/<member>     the V1 file, or the V2 checkpoint's
+                                    directory (each appears only complete, by rename)
+    checkpoints/<name>-<hex12>/.extract-*   extraction in progress (or killed)
+    checkpoints/<name>-<hex12>.lock         serialises extractions
     checkpoints/<name>-unpinned-<sha256>/   the same, for an unpinned source
 
 Sources without a published checksum (spec ``checkpoint.checksum:
@@ -43,19 +48,14 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
-import gzip
 import hashlib
 import logging
-import lzma
 import os
 import posixpath
 import re
 import shutil
 import sys
-import tarfile
-import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 from urllib.parse import urljoin, urlsplit
@@ -65,7 +65,8 @@ import filelock
 from tqdm import tqdm
 
 from hubexport import __version__
-from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError, UsageError
+from hubexport import archive
+from hubexport.errors import ChecksumError, FetchError, SpecError, UsageError
 
 if TYPE_CHECKING:
     import requests
@@ -75,7 +76,6 @@ __all__ = [
     "resolve_url",
     "tarball_path",
     "fetch_tarball",
-    "extract_member",
     "fetch_checkpoint",
     "fetch_source",
     "FetchedSource",
@@ -102,14 +102,10 @@ HASH_QUEUE_CHUNKS = 16  # chunks received but not yet hashed, at most (memory: 1
 FLUSH_BYTES = 32 << 20  # bytes written between two fdatasync calls of a download
 LOCK_TIMEOUT = -1.0  # seconds to wait for another process's download; -1 = forever
 
-# Size bounds (bytes). A download whose size the spec does not pin stops at
-# MAX_UNKNOWN_DOWNLOAD_BYTES (the TF-Slim tarballs are < 300 MB). Extraction
-# refuses archives holding more than MEMBER_SIZE_FACTOR times the tarball's
-# pinned size (checkpoints barely compress: float32 weights), or more than
-# MAX_UNKNOWN_MEMBER_BYTES when the size is not pinned.
+# Size bound (bytes): a download whose size the spec does not pin stops at
+# MAX_UNKNOWN_DOWNLOAD_BYTES (the TF-Slim tarballs are < 300 MB). The bounds
+# of extraction live in hubexport.archive.
 MAX_UNKNOWN_DOWNLOAD_BYTES = 4 << 30
-MEMBER_SIZE_FACTOR = 4
-MAX_UNKNOWN_MEMBER_BYTES = 2 << 30
 
 CHECKSUM_ALGOS = ("md5", "sha256", "sha384", "sha512")
 # What an unpinned source is hashed with (and recorded as).
@@ -197,7 +193,9 @@ class FetchedSource:
 
     Attributes:
         tarball: Path of the tarball in the cache.
-        checkpoint: Path of the extracted TF V1 checkpoint file.
+        checkpoint: Path of the extracted checkpoint, as TensorFlow's
+            checkpoint reader takes it: the TF V1 file, or the TF V2 prefix
+            (see :func:`hubexport.archive.extract_checkpoint`).
         checksum: ``"ALGO:HEX"``: the spec's checksum (pinned, verified), or
             ``"sha256:HEX"`` of the bytes used (unpinned).
         size: size of the tarball used, in bytes.
@@ -356,73 +354,10 @@ def _tarball(spec: Any, cache_dir: str | os.PathLike | None, mirror: str | os.Pa
         yield final, got[0], got[1]
 
 
-def extract_member(tarball: str | os.PathLike, spec: Any,
-                   dest_dir: str | os.PathLike) -> Path:
-    """Safely extracts only the spec's checkpoint member from a tarball.
-
-    The member is extracted with tarfile's ``'data'`` filter into a temporary
-    directory inside ``dest_dir`` and renamed into place, so the file at the
-    returned path is either complete or absent. Before extracting, every
-    header of the archive is checked: the archive is refused if any member
-    has an absolute path or a ``..`` component, is a link, device, FIFO or
-    sparse file, or repeats a name, or if the members' total size exceeds the
-    bound (``MEMBER_SIZE_FACTOR`` x ``spec.checkpoint.size`` bytes, else
-    ``MAX_UNKNOWN_MEMBER_BYTES``) -- checked from the headers, before the data
-    is inflated. Nothing is written outside ``dest_dir``; the temporary
-    directory is removed on success and failure alike.
-
-    Args:
-        tarball: Path of a tar archive (plain, gzip, bz2 or xz).
-        spec: A model spec; uses ``spec.checkpoint.member`` (relative path
-            inside the archive) and ``spec.checkpoint.size`` (tarball bytes or
-            None).
-        dest_dir: Directory to extract into (created if missing).
-
-    Returns:
-        Path of the extracted file, ``dest_dir / member``.
-
-    Raises:
-        ArchiveError: The archive is not a tar, is empty, truncated or
-            damaged, is unsafe as above, or lacks the member.
-        SpecError: The member name is not a relative path.
-    """
-    tarball = Path(tarball)
-    dest = Path(dest_dir)
-    member = _spec_member(spec)
-    bound = _member_bound(spec)
-    target = dest / member
-    created = not dest.exists()
-    _mkdir(dest)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
-    except OSError as exc:
-        raise ArchiveError(f"cannot create a directory in {dest}: {exc.strerror or exc}") from None
-    try:
-        with _archive_errors(tarball, member):
-            with tarfile.open(tarball, mode="r:*", errorlevel=2) as tf:
-                info = _scan_archive(tf, tarball, member, bound)
-                tf.extract(info, path=tmp, set_attrs=True, filter="data")
-            extracted = tmp / member
-            if extracted.is_symlink() or not extracted.is_file() \
-                    or extracted.stat().st_size != info.size:
-                raise ArchiveError(f"{tarball}: extracting {member!r} did not produce a "
-                                   f"{info.size}-byte file; the archive may be damaged")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(extracted, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                dest.rmdir()  # only if still empty
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
                      mirror: str | os.PathLike | None = None,
                      progress: bool | None = None, allow_unpinned: bool = False) -> Path:
-    """Returns the spec's extracted TF V1 checkpoint file, fetching it if needed.
+    """Returns the spec's extracted checkpoint, fetching it if needed.
 
     The same as :func:`fetch_source` (see there), returning only the path.
 
@@ -435,12 +370,13 @@ def fetch_checkpoint(spec: Any, cache_dir: str | os.PathLike | None = None,
         allow_unpinned: Accept a source without a published checksum.
 
     Returns:
-        Path of the checkpoint file (for TF V1 checkpoints, the path to pass
-        to ``tf.compat.v1.train.NewCheckpointReader``).
+        Path to pass to ``tf.train.load_checkpoint``: the TF V1 checkpoint
+        file, or the prefix of a TF V2 checkpoint (``<prefix>.index`` and
+        ``<prefix>.data-KKKKK-of-NNNNN`` beside it).
 
     Raises:
         UnpinnedSourceError, FetchError, ChecksumError: See :func:`fetch_tarball`.
-        ArchiveError: See :func:`extract_member`.
+        ArchiveError: See :func:`hubexport.archive.extract_checkpoint`.
         SpecError: Unusable spec name, checksum or member.
     """
     return fetch_source(spec, cache_dir=cache_dir, mirror=mirror, progress=progress,
@@ -455,13 +391,15 @@ def fetch_source(spec: Any, cache_dir: str | os.PathLike | None = None,
     First the tarball is fetched or re-verified (:func:`fetch_tarball`). The
     checkpoint lives in ``<cache_dir>/checkpoints/<spec.name>-<first 12 hex
     digits of the checksum>/<member>`` (an unpinned source:
-    ``<spec.name>-unpinned-<sha256 of the tarball used>/<member>``); the
-    member file appears there only by an atomic rename, so if it exists the
-    extraction is complete and is reused. Otherwise the member is extracted
-    (:func:`extract_member`). Extraction happens under a lock, which also
-    removes the temporary directories of extractions that were killed, and
-    while the tarball's download lock is held, so that the file extracted is
-    the one just verified.
+    ``<spec.name>-unpinned-<sha256 of the tarball used>/<member>``): the V1
+    file, or the directory of the V2 checkpoint's files. Either appears
+    there only complete, by an atomic rename; a complete one is reused (a V2
+    directory only with its index and every data shard), anything else is
+    extracted again (:func:`hubexport.archive.extract_checkpoint`, which
+    says how the archive tells V1 from V2). Extraction happens under a lock,
+    which also removes the temporary directories of extractions that were
+    killed, and while the tarball's download lock is held, so that the
+    files extracted are from the tarball just verified.
 
     Args:
         spec: A model spec (``spec.name`` and ``spec.checkpoint``, see
@@ -479,7 +417,7 @@ def fetch_source(spec: Any, cache_dir: str | os.PathLike | None = None,
 
     Raises:
         UnpinnedSourceError, FetchError, ChecksumError: See :func:`fetch_tarball`.
-        ArchiveError: See :func:`extract_member`.
+        ArchiveError: See :func:`hubexport.archive.extract_checkpoint`.
         SpecError: Unusable spec name, checksum or member.
     """
     expected = _Expected.from_checkpoint(spec, allow_unpinned)
@@ -493,13 +431,12 @@ def fetch_source(spec: Any, cache_dir: str | os.PathLike | None = None,
             dest = checkpoints / f"{name}-{expected.hexdigest[:12]}"
         else:
             dest = checkpoints / f"{name}-unpinned-{hexdigest}"
-        target = dest / member
         _mkdir(checkpoints)
         with _locked(checkpoints / f"{dest.name}.lock", what=f"extraction of {member}"):
-            for stale in dest.glob(".extract-*"):  # left by an extraction that was killed
+            for stale in dest.glob(archive.TEMP_PREFIX + "*"):  # of a killed extraction
                 shutil.rmtree(stale, ignore_errors=True)
-            if not target.is_file():
-                target = extract_member(tarball, spec, dest)
+            target = archive.extract_checkpoint(tarball, member, dest,
+                                                tarball_size=expected.size, reuse=True)
     return FetchedSource(tarball=tarball, checkpoint=target,
                          checksum=f"{expected.algo}:{hexdigest}", size=size,
                          pinned=expected.pinned)
@@ -1084,7 +1021,7 @@ def _content_length(resp: requests.Response) -> int | None:
 
 
 # --------------------------------------------------------------------------
-# Extraction
+# Spec fields
 # --------------------------------------------------------------------------
 
 
@@ -1097,125 +1034,6 @@ def _spec_member(spec: Any) -> str:
         raise SpecError(f"spec {getattr(spec, 'name', '?')}: checkpoint.member: {raw!r} is not "
                         f"a relative path inside the tarball")
     return norm
-
-
-def _member_bound(spec: Any) -> int:
-    size = spec.checkpoint.size
-    return MEMBER_SIZE_FACTOR * size if size else MAX_UNKNOWN_MEMBER_BYTES
-
-
-@contextlib.contextmanager
-def _archive_errors(tarball: Path, member: str) -> Iterator[None]:
-    """Turns tarfile/decompressor failures into one-line ArchiveErrors."""
-    try:
-        yield
-    except ArchiveError:
-        raise
-    except FileNotFoundError:
-        raise ArchiveError(f"{tarball}: no such tarball") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
-        raise ArchiveError(f"{tarball}: truncated or damaged compressed data "
-                           f"({_oneline(exc, 120)}); delete it and fetch again") from None
-    except tarfile.ReadError as exc:
-        text = str(exc)
-        if "empty file" in text:
-            raise ArchiveError(f"{tarball}: empty file, not a tar archive") from None
-        if "could not be opened successfully" in text or "not a gzip file" in text \
-                or "bad checksum" in text or "invalid header" in text:
-            raise ArchiveError(f"{tarball}: not a tar archive (or a damaged one)") from None
-        raise ArchiveError(f"{tarball}: truncated or damaged archive ({_oneline(exc, 120)}); "
-                           f"delete it and fetch again") from None
-    except tarfile.FilterError as exc:
-        raise ArchiveError(f"{tarball}: refusing member {member!r}: {_oneline(exc, 160)}") from None
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"{tarball}: cannot extract {member!r}: {_oneline(exc, 160)}") from None
-    except OSError as exc:
-        hint = ("; free some space in the cache, or use --cache-dir / HUBEXPORT_CACHE on "
-                "another disk" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "")
-        raise ArchiveError(f"{tarball}: cannot extract {member!r}: "
-                           f"{exc.strerror or _oneline(exc, 160)}{hint}") from None
-
-
-def _member_kind(info: tarfile.TarInfo) -> str | None:
-    """Returns why a member type is refused, or None if it is a file or directory."""
-    if info.issym():
-        return "a symbolic link"
-    if info.islnk():
-        return "a hard link"
-    if info.ischr() or info.isblk():
-        return "a device"
-    if info.isfifo():
-        return "a FIFO"
-    if info.issparse():
-        return "a sparse file"
-    if info.isreg() or info.isdir():
-        return None
-    return f"of unsupported type {info.type!r}"
-
-
-def _scan_archive(tf: tarfile.TarFile, tarball: Path, member: str, bound: int) -> tarfile.TarInfo:
-    """Reads every header once, refusing unsafe archives; returns the member's TarInfo.
-
-    Sizes are checked from the headers before the data behind them is read,
-    so a decompression bomb is refused after inflating at most ``bound`` bytes.
-    """
-    names: list[str] = []
-    seen: set[str] = set()
-    found: tarfile.TarInfo | None = None
-    total = 0
-    while True:
-        info = tf.next()
-        if info is None:
-            break
-        name = info.name
-        parts = name.split("/")
-        if name.startswith("/") or "\0" in name:
-            raise ArchiveError(f"{tarball}: refusing unsafe member {name!r} (absolute path)")
-        if ".." in parts:
-            raise ArchiveError(f"{tarball}: refusing unsafe member {name!r} ('..' leaves the "
-                               f"destination)")
-        kind = _member_kind(info)
-        if kind is not None:
-            raise ArchiveError(f"{tarball}: refusing member {name!r}: it is {kind}")
-        norm = posixpath.normpath(name)
-        if norm in seen and not info.isdir():
-            raise ArchiveError(f"{tarball}: refusing archive: member name {norm!r} occurs twice")
-        seen.add(norm)
-        if info.isreg():
-            total += info.size
-            if total > bound:
-                raise ArchiveError(
-                    f"{tarball}: refusing member {name!r}: the archive unpacks to more than "
-                    f"{bound} bytes (possible decompression bomb)")
-            names.append(norm)
-        if norm == member:
-            if not info.isreg():
-                raise ArchiveError(f"{tarball}: member {member!r} is not a regular file")
-            found = info
-    _drain(tf)
-    if not seen:
-        raise ArchiveError(f"{tarball}: empty tar archive (no members); delete it and fetch again")
-    if found is None:
-        shown = ", ".join(repr(n) for n in names[:5]) or "only directories"
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        raise ArchiveError(f"{tarball}: no member {member!r}; the archive holds {shown}{more}; "
-                           f"check checkpoint.member in the spec")
-    return found
-
-
-def _drain(tf: tarfile.TarFile, limit: int = 16 << 20) -> None:
-    """Reads what follows the end-of-archive marker (at most ``limit`` bytes).
-
-    Reaching the end of a compressed stream makes gzip/bz2/xz check their
-    trailer, which detects a file truncated after the last member.
-    """
-    fileobj = tf.fileobj
-    left = limit
-    while left > 0:
-        chunk = fileobj.read(min(left, CHUNK_BYTES))
-        if not chunk:
-            return
-        left -= len(chunk)
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Tests of hubexport.fetch against a real HTTP(S) server on 127.0.0.1."""
+"""Tests of hubexport.fetch against a real HTTP(S) server on 127.0.0.1, and of
+hubexport.archive's extraction of V1 and V2 checkpoints from hostile tarballs.
+
+The "checkpoints" here are random bytes (neither module parses them); that a
+real V2 checkpoint extracted this way reads back is tests/test_checkpoint.py's.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from hubexport import fetch
+from hubexport import archive, fetch
 from hubexport.errors import ArchiveError, ChecksumError, FetchError, SpecError
 from httpserver import Reply
 
@@ -465,7 +470,7 @@ def test_extract_good_tarball(tmp_path, compression):
                     compression)
     tarball = _write(tmp_path, data)
     dest = tmp_path / "out"
-    path = fetch.extract_member(tarball, make_spec(data), dest)
+    path = archive.extract_checkpoint(tarball, MEMBER, dest, tarball_size=len(data))
     assert path == dest / MEMBER and path.read_bytes() == PAYLOAD
     assert sorted(os.listdir(dest)) == [MEMBER]  # only the member, no temp dir
 
@@ -534,7 +539,7 @@ def test_extract_refuses_bad_archives(tmp_path, case):
     before = snapshot(tmp_path)
     dest = work / "out"
     with pytest.raises(ArchiveError, match=pattern) as err:
-        fetch.extract_member(tarball, make_spec(data), dest)
+        archive.extract_checkpoint(tarball, MEMBER, dest, tarball_size=len(data))
     message = str(err.value)
     assert str(tarball) in message and "\n" not in message
     assert snapshot(tmp_path) == before  # nothing written anywhere, no temp dir left
@@ -554,15 +559,21 @@ def test_bomb_refused_from_header_without_inflating(tmp_path, first_ok):
     dest = tmp_path / "out"
     dest.mkdir()
     with pytest.raises(ArchiveError, match="decompression bomb"):
-        fetch.extract_member(tarball, make_spec(data, size=None), dest)
+        archive.extract_checkpoint(tarball, MEMBER, dest, tarball_size=None)
     assert os.listdir(dest) == []  # existing dest kept, emptied of temp dirs
 
 
 def test_extract_refuses_unsafe_spec_member(tmp_path):
+    """fetch refuses the spec before downloading (SpecError); the archive API refuses too."""
     tarball = _write(tmp_path, TARBALL)
     for member in ("../x.ckpt", "/etc/x.ckpt", ""):
         with pytest.raises(SpecError, match="checkpoint.member"):
-            fetch.extract_member(tarball, make_spec(member=member), tmp_path / "out")
+            fetch.fetch_source(make_spec(member=member), cache_dir=tmp_path / "cache",
+                               mirror=tmp_path)
+        with pytest.raises(ValueError, match="not a relative path"):
+            archive.extract_checkpoint(tarball, member, tmp_path / "out")
+    assert not (tmp_path / "cache" / "downloads" / FILENAME).exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_extract_replaces_into_existing_dest(tmp_path):
@@ -571,7 +582,7 @@ def test_extract_replaces_into_existing_dest(tmp_path):
     dest.mkdir()
     (dest / MEMBER).write_bytes(b"stale")
     (dest / "other").write_bytes(b"keep")
-    assert fetch.extract_member(tarball, make_spec(), dest).read_bytes() == PAYLOAD
+    assert archive.extract_checkpoint(tarball, MEMBER, dest).read_bytes() == PAYLOAD
     assert sorted(os.listdir(dest)) == ["other", MEMBER]
 
 
@@ -648,3 +659,302 @@ def test_unpinned_spec_is_refused_unless_allowed(served, tmp_path):
     assert got.checkpoint.read_bytes() == PAYLOAD
     assert "has no published checksum; got %s, %d bytes" % (got.checksum, len(TARBALL)) in \
         fetch.unpinned_warning(spec, got)
+
+
+# ---------------------------------------------------------------------------
+# V2 checkpoints (index + data shards beside other files, as in MobileNet's .tgz)
+# ---------------------------------------------------------------------------
+
+V2_FILENAME = "toy_v2_1.0_224.tgz"
+V2_PATH = f"/models/{V2_FILENAME}"
+V2_MEMBER = "toy_v2_1.0_224.ckpt"
+V2_INDEX = random.Random(21).randbytes(3000)
+V2_DATA = random.Random(22).randbytes(200 * 1024)
+V2_SHARD = f"{V2_MEMBER}.data-00000-of-00001"
+V2_CHECKPOINT = [(f"{V2_MEMBER}.index", V2_INDEX), (V2_SHARD, V2_DATA)]
+# What else the real tarballs hold (ZOO.md section 2); never extracted.
+V2_EXTRAS = [(name, random.Random(name).randbytes(size)) for name, size in [
+    (f"{V2_MEMBER}.meta", 9000), ("toy_v2_1.0_224_frozen.pb", 20000),
+    ("toy_v2_1.0_224.tflite", 19000), ("toy_v2_1.0_224_info.txt", 100),
+    ("toy_v2_1.0_224_eval.pbtxt", 3000)]]
+V2_TARBALL = make_tar(V2_CHECKPOINT + V2_EXTRAS)
+V2_FILES = sorted([f"{V2_MEMBER}.index", V2_SHARD, archive.STATE_FILE])
+
+
+def v2_spec(data: bytes = V2_TARBALL, url: str = f"http://127.0.0.1:9/models/{V2_FILENAME}",
+            **kwargs):
+    return make_spec(data, url=url, member=V2_MEMBER, name="toy_v2", **kwargs)
+
+
+def _check_v2(path: Path, dest: Path, shards=((V2_SHARD, V2_DATA),)):
+    """``path`` is the prefix of a complete V2 extraction in ``dest`` holding only the checkpoint."""
+    assert path == dest / V2_MEMBER / V2_MEMBER
+    files = sorted([f"{V2_MEMBER}.index", archive.STATE_FILE] + [n for n, _ in shards])
+    assert sorted(os.listdir(path.parent)) == files
+    assert Path(f"{path}.index").read_bytes() == V2_INDEX
+    for name, data in shards:
+        assert (path.parent / name).read_bytes() == data
+    assert (path.parent / archive.STATE_FILE).read_text() == (
+        f'model_checkpoint_path: "{V2_MEMBER}"\nall_model_checkpoint_paths: "{V2_MEMBER}"\n')
+    assert sorted(os.listdir(dest)) == [V2_MEMBER]  # no temporary directory, no extra
+
+
+@pytest.mark.parametrize("layout", ["plain", "dot_slash", "bz2", "subdir"])
+def test_extract_v2_takes_exactly_the_checkpoint(tmp_path, layout):
+    entries = V2_CHECKPOINT + V2_EXTRAS
+    member = V2_MEMBER
+    if layout == "dot_slash":
+        entries = [_dir(".")] + [(f"./{n}", d) for n, d in entries]
+    if layout == "subdir":
+        entries = [(f"sub/{n}", d) for n, d in entries]
+        member = f"sub/{V2_MEMBER}"
+    data = make_tar(entries, "bz2" if layout == "bz2" else "gz")
+    tarball = _write(tmp_path, data, V2_FILENAME)
+    dest = tmp_path / "out"
+    path = archive.extract_checkpoint(tarball, member, dest, tarball_size=len(data))
+    if layout == "subdir":
+        assert path == dest / "sub" / V2_MEMBER / V2_MEMBER
+        assert os.listdir(dest) == ["sub"]
+        _check_v2(path, dest / "sub")
+    else:
+        _check_v2(path, dest)
+
+
+def test_extract_v2_with_several_shards(tmp_path):
+    shards = [(f"{V2_MEMBER}.data-{k:05d}-of-00003", random.Random(k).randbytes(5000 + k))
+              for k in range(3)]
+    data = make_tar([shards[2], (f"{V2_MEMBER}.index", V2_INDEX), shards[0], shards[1]])
+    path = archive.extract_checkpoint(_write(tmp_path, data), V2_MEMBER, tmp_path / "out")
+    _check_v2(path, tmp_path / "out", shards)
+
+
+def test_a_member_that_is_a_file_is_v1_even_beside_an_index(tmp_path):
+    data = make_tar([(V2_MEMBER, PAYLOAD)] + V2_CHECKPOINT)
+    path = archive.extract_checkpoint(_write(tmp_path, data), V2_MEMBER, tmp_path / "out")
+    assert path == tmp_path / "out" / V2_MEMBER and path.read_bytes() == PAYLOAD
+    assert os.listdir(tmp_path / "out") == [V2_MEMBER]
+
+
+def test_v2_reuse_accepts_only_a_complete_set(tmp_path):
+    tarball = _write(tmp_path, V2_TARBALL)
+    dest = tmp_path / "out"
+    path = archive.extract_checkpoint(tarball, V2_MEMBER, dest, reuse=True)
+    _check_v2(path, dest)
+    inode = Path(f"{path}.index").stat().st_ino
+    # Complete: reused without opening the tarball.
+    assert archive.extract_checkpoint(tmp_path / "gone.tgz", V2_MEMBER, dest, reuse=True) == path
+    assert Path(f"{path}.index").stat().st_ino == inode
+    # Anything less is extracted again, replacing the directory as a whole.
+    for damage in (lambda: (path.parent / V2_SHARD).unlink(),
+                   lambda: Path(f"{path}.index").unlink(),
+                   lambda: (path.parent / archive.STATE_FILE).unlink(),
+                   lambda: (path.parent / V2_SHARD).rename(
+                       path.parent / f"{V2_MEMBER}.data-00000-of-00002")):
+        damage()
+        with pytest.raises(ArchiveError, match="no such tarball"):
+            archive.extract_checkpoint(tmp_path / "gone.tgz", V2_MEMBER, dest, reuse=True)
+        assert archive.extract_checkpoint(tarball, V2_MEMBER, dest, reuse=True) == path
+        _check_v2(path, dest)
+    # Without reuse, a complete set is extracted again too (a fresh inode).
+    assert archive.extract_checkpoint(tarball, V2_MEMBER, dest) == path
+    assert Path(f"{path}.index").stat().st_ino != inode
+    _check_v2(path, dest)
+
+
+def test_v2_replaces_a_stale_file_in_its_way(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / V2_MEMBER).write_bytes(b"stale")
+    path = archive.extract_checkpoint(_write(tmp_path, V2_TARBALL), V2_MEMBER, dest)
+    _check_v2(path, dest)
+
+
+def _raw_member(name: str, data: bytes) -> bytes:
+    """One regular member as plain tar bytes (header + data padded to 512), no end marker."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    return info.tobuf(format=tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def _bomb_header(name, size=100 << 30):
+    """A header claiming ``size`` bytes followed by 1 MiB of data, as plain tar bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.PAX_FORMAT) + bytes(1 << 20)
+
+
+V2_BAD_ARCHIVES = {
+    "symlink_index": (lambda t: make_tar([_symlink(f"{V2_MEMBER}.index", "/etc/passwd"),
+                                          (V2_SHARD, V2_DATA)]), r"symbolic link"),
+    "symlink_extra": (lambda t: make_tar(V2_CHECKPOINT + [_symlink("toy_v2_1.0_224.tflite",
+                                                                   "/etc/passwd")]),
+                      r"'toy_v2_1\.0_224\.tflite': it is a symbolic link"),
+    "hardlink_shard": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX),
+                                           _hardlink(V2_SHARD, "/etc/passwd")]), r"hard link"),
+    "hardlink_extra": (lambda t: make_tar(V2_CHECKPOINT + [_hardlink("x.meta", "/etc/passwd")]),
+                       r"hard link"),
+    "dotdot_extra": (lambda t: make_tar(V2_CHECKPOINT + [("../toy_v2_1.0_224.tflite", b"x")]),
+                     r"'\.\./toy_v2_1\.0_224\.tflite'.*leaves"),
+    "dotdot_index": (lambda t: make_tar([(f"sub/../../{V2_MEMBER}.index", V2_INDEX),
+                                         (V2_SHARD, V2_DATA)]), r"leaves"),
+    "absolute_extra": (lambda t: make_tar(V2_CHECKPOINT + [(f"{t}/abs_evil.pb", b"x")]),
+                       r"absolute path"),
+    "absolute_shard": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX),
+                                           (f"{t}/{V2_SHARD}", V2_DATA)]), r"absolute path"),
+    "device_extra": (lambda t: make_tar(V2_CHECKPOINT + [_device("null")]), r"device"),
+    "duplicate_index": (lambda t: make_tar(V2_CHECKPOINT + [(f"./{V2_MEMBER}.index", b"evil")]),
+                        r"'toy_v2_1\.0_224\.ckpt\.index' occurs twice"),
+    "duplicate_shard": (lambda t: make_tar(V2_CHECKPOINT + [(V2_SHARD, b"evil")]),
+                        r"occurs twice"),
+    "oversized_shard": (lambda t: gzip.compress(
+        _raw_member(f"{V2_MEMBER}.index", V2_INDEX) + _bomb_header(V2_SHARD)),
+                        r"'toy_v2_1\.0_224\.ckpt\.data-00000-of-00001'.*decompression bomb"),
+    "oversized_extra": (lambda t: gzip.compress(
+        b"".join(_raw_member(n, d) for n, d in V2_CHECKPOINT)
+        + _bomb_header("toy_v2_1.0_224.tflite")),
+                        r"'toy_v2_1\.0_224\.tflite'.*decompression bomb"),
+    "missing_shard": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX)] + V2_EXTRAS),
+                      r"has 'toy_v2_1\.0_224\.ckpt\.index' but no data shard "
+                      r"'toy_v2_1\.0_224\.ckpt\.data-NNNNN-of-NNNNN'"),
+    "missing_index": (lambda t: make_tar([(V2_SHARD, V2_DATA)] + V2_EXTRAS),
+                      r"lacks its index 'toy_v2_1\.0_224\.ckpt\.index'"),
+    "missing_second_shard": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX),
+                                                 (f"{V2_MEMBER}.data-00000-of-00002", V2_DATA)]),
+                             r"lacks data shard 'toy_v2_1\.0_224\.ckpt\.data-00001-of-00002'"),
+    "shard_counts_disagree": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX),
+                                                  (f"{V2_MEMBER}.data-00000-of-00002", b"a"),
+                                                  (f"{V2_MEMBER}.data-00001-of-00003", b"b")]),
+                              r"disagree about their count \(-of-00002, 00003\)"),
+    "shard_beyond_count": (lambda t: make_tar(V2_CHECKPOINT + [
+        (f"{V2_MEMBER}.data-00001-of-00001", b"b")]), r"numbered beyond the count"),
+    "too_many_shards": (lambda t: make_tar([(f"{V2_MEMBER}.index", V2_INDEX),
+                                            (f"{V2_MEMBER}.data-00000-of-99999", b"a")]),
+                        r"99999 data shards \(at most 256"),
+    "index_is_a_dir": (lambda t: make_tar([_dir(f"{V2_MEMBER}.index"), (V2_SHARD, V2_DATA)]),
+                       r"'toy_v2_1\.0_224\.ckpt\.index' is not a regular file"),
+    "neither_format": (lambda t: make_tar(V2_EXTRAS),
+                       r"no member 'toy_v2_1\.0_224\.ckpt'; the archive holds "
+                       r"'toy_v2_1\.0_224\.ckpt\.meta', .* no V2 checkpoint"),
+    "truncated_in_shard": (lambda t: V2_TARBALL[: len(V2_TARBALL) // 2], r"truncated or damaged"),
+    "truncated_trailer": (lambda t: V2_TARBALL[:-4], r"truncated or damaged"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(V2_BAD_ARCHIVES))
+def test_extract_v2_refuses_bad_archives(tmp_path, case):
+    build, pattern = V2_BAD_ARCHIVES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    data = build(work)
+    tarball = _write(work, data, V2_FILENAME)
+    before = snapshot(tmp_path)
+    with pytest.raises(ArchiveError, match=pattern) as err:
+        archive.extract_checkpoint(tarball, V2_MEMBER, work / "out", tarball_size=len(data))
+    message = str(err.value)
+    assert str(tarball) in message and "\n" not in message
+    assert snapshot(tmp_path) == before  # nothing written anywhere, no temp dir left
+
+
+def test_v2_shards_are_bounded_in_total_from_the_headers(tmp_path):
+    """Two shards each within the bound, together beyond it: refused at the second header,
+    having inflated only the first shard (the second's 1 GiB is never there)."""
+    size = 100_000  # the pinned tarball size: bound 400_000 bytes
+    first = bytes(size * archive.MEMBER_SIZE_FACTOR // 2 - 1000)
+    raw = (_raw_member(f"{V2_MEMBER}.index", V2_INDEX)
+           + _raw_member(f"{V2_MEMBER}.data-00000-of-00002", first)
+           + _bomb_header(f"{V2_MEMBER}.data-00001-of-00002", 1 << 30))
+    tarball = _write(tmp_path, gzip.compress(raw), V2_FILENAME)
+    with pytest.raises(ArchiveError, match=r"'toy_v2_1\.0_224\.ckpt\.data-00001-of-00002': the "
+                       r"archive unpacks to more than 400000 bytes \(possible decompression bomb"):
+        archive.extract_checkpoint(tarball, V2_MEMBER, tmp_path / "out", tarball_size=size)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_v2_checkpoint_end_to_end(http_server, tmp_path):
+    http_server.add_file(V2_PATH, V2_TARBALL)
+    spec = v2_spec(url=http_server.url(V2_PATH))
+    got = fetch.fetch_source(spec, cache_dir=tmp_path, progress=False)
+    dest = tmp_path / "checkpoints" / f"toy_v2-{spec.checkpoint.checksum_hex[:12]}"
+    _check_v2(got.checkpoint, dest)
+    assert got.tarball == tmp_path / "downloads" / V2_FILENAME
+    # The tarball is re-verified, and the complete extraction reused.
+    inode = (dest / V2_MEMBER / V2_SHARD).stat().st_ino
+    assert fetch.fetch_checkpoint(spec, cache_dir=tmp_path) == got.checkpoint
+    assert (dest / V2_MEMBER / V2_SHARD).stat().st_ino == inode
+    assert len(http_server.requests_for(V2_PATH)) == 1
+    # An incomplete set (a shard deleted) is extracted again, from the cached tarball.
+    (dest / V2_MEMBER / V2_SHARD).unlink()
+    assert fetch.fetch_checkpoint(spec, cache_dir=tmp_path) == got.checkpoint
+    _check_v2(got.checkpoint, dest)
+    assert len(http_server.requests_for(V2_PATH)) == 1
+
+
+def test_fetch_v2_hostile_tarball_leaves_nothing(http_server, tmp_path):
+    data = make_tar(V2_CHECKPOINT + [_symlink("toy_v2_1.0_224.tflite", "/etc/passwd")])
+    http_server.add_file(V2_PATH, data)
+    spec = v2_spec(data, url=http_server.url(V2_PATH))
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        fetch.fetch_checkpoint(spec, cache_dir=tmp_path)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == \
+        [f"toy_v2-{spec.checkpoint.checksum_hex[:12]}.lock"]
+
+
+def test_interrupted_v2_extraction_leaves_no_partial_files(tmp_path, monkeypatch):
+    """KeyboardInterrupt while the second file is written: no final path, no temp dir."""
+    tarball = _write(tmp_path, V2_TARBALL)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    calls = []
+    real = tarfile.TarFile.extract
+
+    def extract(self, member, *args, **kwargs):
+        calls.append(member.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, member, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", extract)
+    with pytest.raises(KeyboardInterrupt):
+        archive.extract_checkpoint(tarball, V2_MEMBER, dest)
+    assert calls == [f"{V2_MEMBER}.index", V2_SHARD]
+    assert os.listdir(dest) == []
+
+
+_KILL_SCRIPT = """
+import json, os, signal, sys, tarfile, types
+from hubexport import archive, fetch
+where = sys.argv[3]
+if where == "second_file":
+    real = tarfile.TarFile.extract
+    calls = []
+    def extract(self, member, *args, **kwargs):
+        calls.append(member.name)
+        if len(calls) == 2:  # the index is on disk, the data shard about to be written
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, member, *args, **kwargs)
+    tarfile.TarFile.extract = extract
+else:  # every file written into the temporary directory, not yet renamed into place
+    archive._rename_into_place = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+ck = types.SimpleNamespace(**json.loads(sys.argv[1]))
+fetch.fetch_source(types.SimpleNamespace(name="toy_v2", checkpoint=ck), cache_dir=sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("where", ["second_file", "before_rename"])
+def test_killed_v2_extraction_leaves_no_partial_files(http_server, tmp_path, where):
+    """SIGKILL during extraction (a real process): the checkpoint's path stays absent; the
+    next fetch removes the debris and extracts the complete set."""
+    http_server.add_file(V2_PATH, V2_TARBALL)
+    spec = v2_spec(url=http_server.url(V2_PATH))
+    env = dict(os.environ, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, json.dumps(vars(spec.checkpoint)),
+                           str(tmp_path), where], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    dest = tmp_path / "checkpoints" / f"toy_v2-{spec.checkpoint.checksum_hex[:12]}"
+    assert not (dest / V2_MEMBER).exists()
+    (debris,) = os.listdir(dest)
+    assert debris.startswith(archive.TEMP_PREFIX)
+    path = fetch.fetch_checkpoint(spec, cache_dir=tmp_path)
+    _check_v2(path, dest)  # debris gone, the set complete
+    assert len(http_server.requests_for(V2_PATH)) == 1  # the tarball was complete already
