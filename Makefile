@@ -6,6 +6,9 @@ LEGACY_VENV ?= .venv-legacy
 BIN := $(VENV)/bin
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers (tests that
+# share a module or session fixture stay on one; see tests/conftest.py).
+TEST_WORKERS ?= 2
 
 .PHONY: install install-legacy demo test test-fast test-legacy bench clean
 
@@ -29,7 +32,7 @@ demo: install
 	PYTHON=$(BIN)/python DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 test: install install-legacy
-	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not legacy" $(PYTEST_ARGS)

@@ -18,6 +18,17 @@ sys.path.insert(0, os.path.dirname(__file__))
 from httpserver import HTTPTestServer  # noqa: E402
 
 
+def pytest_configure(config):
+    """Registers the reliability suite's report hooks (in xdist's controller too)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "reliability", "report_hooks.py")
+    spec = importlib.util.spec_from_file_location("reliability_report_hooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config.pluginmanager.register(module, "reliability-report-hooks")
+
+
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
@@ -84,21 +95,30 @@ def _standin_key():
     return h.hexdigest()[:16]
 
 
+def _build_lock(root):
+    """A file lock under ``root``: pytest-xdist's workers build a session fixture once."""
+    import filelock
+
+    root.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(root / ".lock"))
+
+
 @pytest.fixture(scope="session")
 def standins():
     """Path of a directory with the stand-in tarball of every model and ``specs/``."""
     root = REPO / "build" / "test-standins"
     done = root / _standin_key()
-    if not (done / ".complete").exists():
-        from hubexport.standin import make_standin
+    with _build_lock(root):
+        if not (done / ".complete").exists():
+            from hubexport.standin import make_standin
 
-        work = root / (".work-%d" % os.getpid())
-        shutil.rmtree(work, ignore_errors=True)
-        for name in MODELS:
-            make_standin(name, work, seed=0)
-        (work / ".complete").write_text("\n".join(MODELS) + "\n")
-        shutil.rmtree(done, ignore_errors=True)
-        os.replace(work, done)
+            work = root / (".work-%d" % os.getpid())
+            shutil.rmtree(work, ignore_errors=True)
+            for name in MODELS:
+                make_standin(name, work, seed=0)
+            (work / ".complete").write_text("\n".join(MODELS) + "\n")
+            shutil.rmtree(done, ignore_errors=True)
+            os.replace(work, done)
     return done
 
 
@@ -217,9 +237,55 @@ def family(standins, mirror):
                 shutil.rmtree(old, ignore_errors=True)
     root = parent / key
     output, cache = root / "modules", root / "cache"
-    cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json", "--jobs", "2",
-           "--specs", str(standins / "specs"), "--mirror", mirror.base_url,
-           "--cache-dir", str(cache), "--output", str(output)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return Family(output, standins / "specs", cache, json.loads(proc.stdout))
+    # One build per test run: pytest-xdist's workers share it (the first
+    # builds, the others wait for the lock and read its results).
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or "pid-%d" % os.getpid()
+    results_file = root / "build-results.json"
+    with _build_lock(root):
+        if results_file.is_file() and json.loads(results_file.read_text())["run"] == run:
+            results = json.loads(results_file.read_text())["results"]
+        else:
+            cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json",
+                   "--jobs", "2", "--specs", str(standins / "specs"),
+                   "--mirror", mirror.base_url, "--cache-dir", str(cache),
+                   "--output", str(output)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            results = json.loads(proc.stdout)
+            tmp = results_file.with_name(".build-results.json.tmp")
+            tmp.write_text(json.dumps({"run": run, "results": results}))
+            tmp.replace(results_file)
+    return Family(output, standins / "specs", cache, results)
+
+
+# --- pytest-xdist: what must run on one worker ------------------------------
+#
+# `make test` runs the suite on two workers (`-n 2 --dist loadgroup`). Tests
+# that share a module- or session-scoped fixture run on one worker, so the
+# fixture (a legacy-venv run, a registry, a set of loaded modules) is made
+# once per run, not once per worker; test_family's tests of one handle share
+# its loaded modules. The session fixtures every worker has anyway (the
+# stand-ins, their mirror, the built family: built once under a file lock)
+# do not group tests.
+_SHARED_BY_EVERY_WORKER = frozenset({"standins", "mirror", "family"})
+
+
+def _xdist_group(item):
+    """The tests of a module-scoped fixture's module (per parameter), or of a session fixture."""
+    keys = set()
+    for name in item.fixturenames:
+        defs = item._fixtureinfo.name2fixturedefs.get(name)
+        if not defs or name in _SHARED_BY_EVERY_WORKER or defs[-1].scope == "function":
+            continue
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get(name, "") if callspec else ""
+        where = item.nodeid.split("::")[0] if defs[-1].scope == "module" else name
+        keys.add("%s[%s]" % (where, param))
+    return "+".join(sorted(keys)) or None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
