@@ -2,8 +2,15 @@
 
 Public entry points: :class:`Checkpoint`, and :func:`read_once` for the
 build's worker processes. :class:`Checkpoint` reads TF V1 checkpoints (one
-file, as in TF-Slim's tarballs) and V2 checkpoints (``.index`` + ``.data``)
-through ``tf.train.load_checkpoint``. Restoring is strict: every variable a
+file, as in the Inception and ResNet tarballs) and TF V2 checkpoints (a
+prefix: ``<prefix>.index`` + ``<prefix>.data-KKKKK-of-NNNNN``, as in the
+MobileNet tarballs; or the directory holding them and a ``checkpoint``
+state file) through ``tf.train.load_checkpoint``, which tells the formats
+apart itself. :func:`hubexport.fetch.fetch_checkpoint` returns the path to
+pass for either. Every read error is one line naming the checkpoint and
+what to delete (the V1 file, or the V2 checkpoint's directory). A V2 data
+shard is opened when the first variable is read, so a missing or truncated
+shard shows in :meth:`Checkpoint.values`. Restoring is strict: every variable a
 net asks for must be present with the same shape and dtype, otherwise one
 :class:`~hubexport.errors.CheckpointError` lists every problem. Extra
 checkpoint variables (``global_step``, optimizer slots, ``AuxLogits``) are
@@ -27,14 +34,22 @@ from hubexport.errors import CheckpointError
 _MAX_LISTED = 8
 
 
+# What TensorFlow's checkpoint reader raises for unreadable bytes: OpError
+# subclasses, ValueError (a directory without a state file), IndexError
+# (a truncated V2 data shard: "Read less bytes than requested").
+_READ_ERRORS = (ValueError, IndexError)
+
+
 class Checkpoint:
-    """A checkpoint file opened for reading.
+    """A checkpoint opened for reading.
 
     Args:
-      path: the checkpoint path (the V1 file itself, or a V2 prefix).
+      path: the checkpoint path: the V1 file itself, a V2 prefix, or a
+        directory with a V2 checkpoint and its ``checkpoint`` state file.
 
     Raises:
-      CheckpointError: the file is missing, truncated or not a checkpoint.
+      CheckpointError: the checkpoint is missing, truncated or not a
+        checkpoint (its V2 index, for a V2 prefix).
     """
 
     def __init__(self, path):
@@ -45,10 +60,9 @@ class Checkpoint:
             self._reader = tf.train.load_checkpoint(self.path)
             self.shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
             self.dtypes = {k: v.name for k, v in self._reader.get_variable_to_dtype_map().items()}
-        except (tf.errors.OpError, ValueError) as e:
-            raise CheckpointError("%s: not a readable TensorFlow checkpoint (%s); delete it "
-                                  "from the cache and fetch again"
-                                  % (self.path, _first_line(e))) from None
+        except (tf.errors.OpError,) + _READ_ERRORS as e:
+            raise CheckpointError("%s: not a readable TensorFlow checkpoint (%s); %s"
+                                  % (self.path, _first_line(e), _delete_hint(self.path))) from None
 
     def check(self, requests):
         """Checks that the checkpoint holds every requested variable.
@@ -85,7 +99,8 @@ class Checkpoint:
         Returns:
           dict name -> numpy array (float32 for the nets' variables).
         Raises:
-          CheckpointError: a name is missing or its bytes cannot be read.
+          CheckpointError: a name is missing or its bytes cannot be read
+            (damaged bytes, or a missing or truncated V2 data shard).
         """
         import tensorflow as tf
 
@@ -93,11 +108,12 @@ class Checkpoint:
         for name in names:
             try:
                 out[name] = np.asarray(self._reader.get_tensor(name))
-            except (tf.errors.OpError, ValueError) as e:
+            except (tf.errors.OpError,) + _READ_ERRORS as e:
                 # A name the checkpoint lists but cannot read means damaged
                 # bytes (TF reports a failed block checksum as "not found").
-                damaged = ("; the file is damaged: delete it from the cache and fetch again"
-                           if name in self.shapes else "")
+                damaged = ("; the %s damaged: %s" % (
+                    "file is" if os.path.isfile(self.path) else "checkpoint is",
+                    _delete_hint(self.path)) if name in self.shapes else "")
                 raise CheckpointError("%s: cannot read variable %s (%s)%s"
                                       % (self.path, name, _first_line(e), damaged)) from None
         return out
@@ -222,6 +238,14 @@ def map_values_file(path):
         raise CheckpointError("%s: damaged values file (%s); delete it and build again"
                               % (path, e)) from None
     return out
+
+
+def _delete_hint(path):
+    """What to delete to fetch a damaged checkpoint again: the V1 file, or the V2 directory."""
+    if os.path.isfile(path):
+        return "delete it from the cache and fetch again"
+    directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    return "delete its directory %s from the cache and fetch again" % directory
 
 
 def _first_line(error):

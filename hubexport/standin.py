@@ -1,14 +1,31 @@
 """Stand-in checkpoint tarballs for tests and demos (the real ones are unreachable).
 
 Public entry point: :func:`make_standin`. It writes a tarball with the real
-one's file name and member name holding a TF V1 checkpoint (one file, no
-``.index``) with every variable of the real checkpoint -- names, shapes and
+one's file name and member name holding a checkpoint in the real one's
+format with every variable of the real checkpoint -- names, shapes and
 dtypes read from the checked-in manifest ``hubexport/data/<arch>_manifest.json``
 (made by ``scripts/make_manifest.py`` from TF-Slim's own net definitions, never
 from hubexport's nets) -- filled with seeded random values that make a
 numerically sane net, and a copy of the shipped spec whose checkpoint size
 and checksum are those of the stand-in, so that
 ``hubexport build --specs <spec_dir>`` accepts it.
+
+The manifest header says which format (``header.checkpoint``; see
+:func:`load_manifest`):
+
+* ``"format": "v1"`` (the default when the field is absent; the Inception
+  and ResNet tarballs): a tar.gz with one member, ``<member>``, a TF V1
+  checkpoint file (no ``.index``).
+* ``"format": "v2"`` (the MobileNet ``.tgz`` files): ``<member>`` is a V2
+  prefix; the tar.gz holds ``<member>.index`` and
+  ``<member>.data-00000-of-00001`` (one shard, as TF-Slim's) beside stand-ins
+  of the other files the real tarballs carry (ZOO.md section 2):
+  ``<member>.meta``, ``<stem>_frozen.pb``, ``<stem>.tflite``,
+  ``<stem>_info.txt`` and ``<stem>_eval.pbtxt``, where ``<stem>`` is
+  ``<member>`` without ``.ckpt`` (:func:`extra_member_names`). Their
+  contents are NOT real (not a MetaGraphDef, GraphDef or TFLite model): a
+  line of text saying so. hubexport never extracts them; they are there so
+  that extraction is tested on an archive shaped like the real one.
 
 Value recipe (per variable, by its last name component):
   * ``weights`` / ``pointwise_weights`` of layers followed by batch norm
@@ -22,8 +39,9 @@ Value recipe (per variable, by its last name component):
     norm with scale, as in the ResNets): uniform [0.8, 1.2);
   * ``global_step`` (int64): a seeded integer in [1, 10**6).
 Values are drawn with ``numpy.random.default_rng(seed)`` in manifest order,
-so the same seed gives the same values and (TF's V1 writer being
-deterministic, see tests/test_standin.py) a byte-identical tarball.
+so the same seed gives the same values and (TF's V1 and V2 writers being
+byte-deterministic for the same values, see tests/test_standin.py) a
+byte-identical tarball.
 
 TensorFlow is imported lazily, inside :func:`make_standin`.
 """
@@ -31,6 +49,7 @@ TensorFlow is imported lazily, inside :func:`make_standin`.
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -43,6 +62,8 @@ from hubexport.errors import BuildError, UsageError
 from hubexport.nets import ARCHITECTURES
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+# Values of a manifest's ``header.checkpoint.format``; the first is the default.
+CHECKPOINT_FORMATS = ("v1", "v2")
 # Gzip level of the tarball: random floats hardly compress, level 1 is fastest.
 GZIP_LEVEL = 1
 _COPY_CHUNK = 1 << 20  # bytes
@@ -73,13 +94,18 @@ def load_manifest(architecture):
       architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
 
     Returns:
-      dict with ``header`` (``checkpoint``: ``tarball``, ``member``, ...),
-      ``num_variables``, ``num_parameters`` (global_step excluded) and
-      ``variables``: list of {``name``, ``shape`` (list of ints), ``dtype``
-      ("float32" or "int64")} in TF-Slim's creation order.
+      dict with ``header``, ``num_variables``, ``num_parameters``
+      (global_step excluded) and ``variables``: list of {``name``, ``shape``
+      (list of ints), ``dtype`` ("float32" or "int64")} in TF-Slim's creation
+      order. ``header["checkpoint"]`` names the real tarball: ``tarball``
+      (file name), ``member`` (the V1 file or V2 prefix inside it),
+      ``image_size`` (pixels) and ``format`` (``"v1"`` or ``"v2"``; filled in
+      as ``"v1"`` when the file has no such field).
 
     Raises:
       UsageError: unknown architecture.
+      BuildError: ``header.checkpoint.format`` is not one of
+        :data:`CHECKPOINT_FORMATS`.
     """
     if architecture not in ARCHITECTURES:
         raise UsageError("unknown architecture %r; known: %s"
@@ -87,8 +113,15 @@ def load_manifest(architecture):
     if not (DATA_DIR / ("%s_manifest.json" % architecture)).is_file():
         raise UsageError("no variable manifest for %r in %s; make one with "
                          "scripts/make_manifest.py" % (architecture, DATA_DIR))
-    with open(DATA_DIR / ("%s_manifest.json" % architecture), encoding="utf-8") as f:
-        return json.load(f)
+    path = DATA_DIR / ("%s_manifest.json" % architecture)
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    checkpoint = manifest["header"]["checkpoint"]
+    checkpoint.setdefault("format", CHECKPOINT_FORMATS[0])
+    if checkpoint["format"] not in CHECKPOINT_FORMATS:
+        raise BuildError("%s: header.checkpoint.format: %r is not one of %s"
+                         % (path, checkpoint["format"], ", ".join(CHECKPOINT_FORMATS)))
+    return manifest
 
 
 def standin_values(manifest, seed=0):
@@ -181,20 +214,117 @@ def write_v1_checkpoint(values, path):
                 logger.setLevel(level)
 
 
-def _write_tarball(member_path, member_name, tarball):
-    """Deterministic tar.gz with one member: mtime 0, uid/gid 0, no names, gzip mtime 0."""
-    info = tarfile.TarInfo(member_name)
-    info.size = os.path.getsize(member_path)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
+def write_v2_checkpoint(values, prefix):
+    """Writes a TF V2 checkpoint: ``<prefix>.index`` and ``<prefix>.data-00000-of-00001``.
+
+    Runs one ``tf.raw_ops.SaveV2`` op (TensorFlow's own V2 writer, the one
+    ``tf.train.Checkpoint`` and ``tf.compat.v1.train.Saver`` use) in a fresh
+    ``tf.Graph``, fed the values through placeholders, so it works whether
+    or not eager execution is on. The output is byte-deterministic: the same
+    values give the same two files, in another process and with TensorFlow
+    2.15 as with 2.21 (checked when this writer was added; tests/test_standin.py
+    checks it within a process): the index is a table sorted by key with
+    CRC32C checksums and no time stamp.
+
+    Args:
+      values: dict checkpoint key -> numpy array (float32 / int64).
+      prefix: the checkpoint prefix (str or Path); its directory must exist.
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        names = list(values)
+        placeholders = [tf.compat.v1.placeholder(tf.as_dtype(values[n].dtype), values[n].shape)
+                        for n in names]
+        save = tf.raw_ops.SaveV2(prefix=tf.constant(str(prefix)), tensor_names=names,
+                                 shape_and_slices=[""] * len(names), tensors=placeholders)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(save, feed_dict=dict(zip(placeholders, (values[n] for n in names))))
+
+
+def extra_member_names(member):
+    """The other members a V2 stand-in tarball carries beside the checkpoint.
+
+    Args:
+      member: the checkpoint prefix, e.g. ``mobilenet_v1_1.0_224.ckpt``.
+
+    Returns:
+      list of names: ``<member>.meta``, ``<stem>_frozen.pb``,
+      ``<stem>.tflite``, ``<stem>_info.txt``, ``<stem>_eval.pbtxt`` (``<stem>``:
+      ``member`` without a final ``.ckpt``), as in the MobileNet tarballs
+      (ZOO.md section 2).
+    """
+    stem = member[:-len(".ckpt")] if member.endswith(".ckpt") else member
+    return [member + ".meta", stem + "_frozen.pb", stem + ".tflite", stem + "_info.txt",
+            stem + "_eval.pbtxt"]
+
+
+def write_standin_tarball(values, member, tarball, checkpoint_format="v1"):
+    """Writes a deterministic tar.gz holding ``values`` as a checkpoint named ``member``.
+
+    Args:
+      values: dict checkpoint key -> numpy array (float32 / int64).
+      member: the checkpoint's name inside the tarball (V1 file or V2 prefix).
+      tarball: the file to write (overwritten).
+      checkpoint_format: ``"v1"``: one member, a V1 checkpoint file
+        (:func:`write_v1_checkpoint`); ``"v2"``: ``<member>.index``,
+        ``<member>.data-00000-of-00001`` (:func:`write_v2_checkpoint`) and
+        the stand-ins of :func:`extra_member_names` (one line of text each,
+        not real files of their kind).
+
+    Raises:
+      BuildError: unknown ``checkpoint_format``.
+    """
+    if checkpoint_format not in CHECKPOINT_FORMATS:
+        raise BuildError("checkpoint format %r is not one of %s"
+                         % (checkpoint_format, ", ".join(CHECKPOINT_FORMATS)))
+    tarball = Path(tarball)
+    work = Path(tempfile.mkdtemp(prefix=".standin-", dir=tarball.parent))
+    try:
+        path = work / member
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if checkpoint_format == "v1":
+            write_v1_checkpoint(values, path)
+            entries = [(member, path)]
+        else:
+            write_v2_checkpoint(values, path)
+            shards = member + ".data-00000-of-00001"
+            entries = [(member + ".index", work / (member + ".index")),
+                       (shards, work / shards)]
+            for name in extra_member_names(member):
+                text = ("hubexport stand-in for %s: not a real file of its kind; hubexport "
+                        "never reads it\n" % name)
+                entries.append((name, text.encode("utf-8")))
+            entries.sort()
+        _write_tarball(entries, tarball)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_tarball(entries, tarball):
+    """Deterministic tar.gz: mtime 0, uid/gid 0, no owner names, gzip mtime 0, in list order.
+
+    Args:
+      entries: list of (member name, Path of the file to add, or bytes).
+      tarball: the file to write.
+    """
     with open(tarball, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
                           compresslevel=GZIP_LEVEL) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar, \
-            open(member_path, "rb") as src:
-        tar.addfile(info, src)
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, content in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(content) if isinstance(content, bytes) else os.path.getsize(content)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if isinstance(content, bytes):
+                tar.addfile(info, io.BytesIO(content))
+            else:
+                with open(content, "rb") as src:
+                    tar.addfile(info, src)
 
 
 def _sha256_and_size(path):
@@ -271,7 +401,11 @@ def make_standin(architecture, out_dir, seed=0):
         manifest and a shipped spec of the same name.
       out_dir: directory to write to (created if missing). Receives
         ``<canonical tarball name>`` (e.g. ``inception_v2_2016_08_28.tar.gz``,
-        holding the member ``inception_v2.ckpt``) and ``specs/<name>.yaml``.
+        holding the member ``inception_v2.ckpt``; for a manifest with
+        ``"format": "v2"``, e.g. ``mobilenet_v1_1.0_224.tgz`` holding
+        ``mobilenet_v1_1.0_224.ckpt.index``, ``.data-00000-of-00001`` and the
+        stand-ins of :func:`extra_member_names`; see
+        :func:`write_standin_tarball`) and ``specs/<name>.yaml``.
       seed: int; the same seed gives byte-identical output.
 
     Returns:
@@ -282,7 +416,8 @@ def make_standin(architecture, out_dir, seed=0):
       UsageError: unknown architecture.
       SpecError: the shipped spec is invalid.
       BuildError: the shipped spec cannot be read or pinned, or disagrees with
-        the manifest about the tarball or member name.
+        the manifest about the tarball or member name; the manifest's
+        checkpoint format is unknown.
 
     Sizes and times (2-core CPU): Inception V2 about 41.7 MB in about 7 s,
     Inception-ResNet-V2 about 220 MB in about 20 s.
@@ -311,10 +446,9 @@ def make_standin(architecture, out_dir, seed=0):
 
     work = Path(tempfile.mkdtemp(prefix=".standin-", dir=out_dir))
     try:
-        member_path = work / spec.checkpoint.member
-        write_v1_checkpoint(standin_values(manifest, seed), member_path)
         tmp_tarball = work / (tarball.name + ".part")
-        _write_tarball(member_path, spec.checkpoint.member, tmp_tarball)
+        write_standin_tarball(standin_values(manifest, seed), spec.checkpoint.member,
+                              tmp_tarball, expected["format"])
         hexdigest, size = _sha256_and_size(tmp_tarball)
         checksum = "sha256:" + hexdigest
         pinned = pin_spec_text(spec_text, size, checksum, source=spec_path)

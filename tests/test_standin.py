@@ -2,6 +2,8 @@
 
 import difflib
 import hashlib
+import json
+import os
 import tarfile
 
 import numpy as np
@@ -173,3 +175,123 @@ def test_unknown_architecture(tmp_path):
     with pytest.raises(UsageError, match="unknown architecture 'no_such_net'"):
         standin.make_standin("no_such_net", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# V2 checkpoints and MobileNet-shaped .tgz stand-ins
+# ---------------------------------------------------------------------------
+
+V2_MEMBER = "mobilenet_v1_0.25_128.ckpt"
+V2_NAMES = sorted([V2_MEMBER + ".index", V2_MEMBER + ".data-00000-of-00001",
+                   V2_MEMBER + ".meta", "mobilenet_v1_0.25_128_frozen.pb",
+                   "mobilenet_v1_0.25_128.tflite", "mobilenet_v1_0.25_128_info.txt",
+                   "mobilenet_v1_0.25_128_eval.pbtxt"])
+
+
+def _tiny_values(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"MobilenetV1/Conv2d_0/weights": rng.standard_normal((3, 3, 3, 8)).astype(np.float32),
+            "MobilenetV1/Conv2d_0/BatchNorm/beta": rng.standard_normal(8).astype(np.float32),
+            "MobilenetV1/Conv2d_0/BatchNorm/gamma": rng.standard_normal(8).astype(np.float32),
+            "global_step": np.asarray(rng.integers(1, 10**6), np.int64)}
+
+
+def test_manifest_formats_default_to_v1():
+    for path in sorted(standin.DATA_DIR.glob("*_manifest.json")):
+        arch = path.name[:-len("_manifest.json")]
+        if arch not in standin.ARCHITECTURES:
+            continue
+        header = standin.load_manifest(arch)["header"]["checkpoint"]
+        assert header["format"] in standin.CHECKPOINT_FORMATS, arch
+        if arch.startswith(("inception", "resnet")):  # V1 files (ZOO.md section 2)
+            assert header["format"] == "v1", arch
+        if header["tarball"].endswith(".tgz"):  # MobileNet's: V2 (ZOO.md section 2)
+            assert header["format"] == "v2", (arch, "a .tgz manifest needs \"format\": \"v2\"")
+    assert "format" not in json.loads(
+        (standin.DATA_DIR / "inception_v2_manifest.json").read_text())["header"]["checkpoint"]
+
+
+def test_unknown_manifest_format_is_refused(tmp_path, monkeypatch):
+    manifest = json.loads((standin.DATA_DIR / "inception_v2_manifest.json").read_text())
+    manifest["header"]["checkpoint"]["format"] = "v3"
+    (tmp_path / "inception_v2_manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(standin, "DATA_DIR", tmp_path)
+    with pytest.raises(BuildError, match=r"inception_v2_manifest\.json: header\.checkpoint\."
+                       r"format: 'v3' is not one of v1, v2"):
+        standin.load_manifest("inception_v2")
+
+
+def test_v2_writer_is_byte_deterministic(tmp_path):
+    """TensorFlow's V2 writer: the same values give the same bytes; other values other bytes."""
+    for d, seed in (("a", 0), ("b", 0), ("c", 1)):
+        (tmp_path / d).mkdir()
+        standin.write_v2_checkpoint(_tiny_values(seed), tmp_path / d / "m.ckpt")
+    names = ["m.ckpt.data-00000-of-00001", "m.ckpt.index"]
+    for d in "abc":
+        assert sorted(p.name for p in (tmp_path / d).iterdir()) == names
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / names[0]).read_bytes() != (tmp_path / "c" / names[0]).read_bytes()
+    reader = tf.train.load_checkpoint(str(tmp_path / "a" / "m.ckpt"))
+    for name, value in _tiny_values(0).items():
+        np.testing.assert_array_equal(reader.get_tensor(name), value)
+        assert reader.get_tensor(name).dtype == value.dtype
+
+
+def test_v2_standin_tarball_is_shaped_like_mobilenets_and_deterministic(tmp_path):
+    from hubexport import archive
+
+    a, b = tmp_path / "a.tgz", tmp_path / "b.tgz"
+    standin.write_standin_tarball(_tiny_values(), V2_MEMBER, a, "v2")
+    standin.write_standin_tarball(_tiny_values(), V2_MEMBER, b, "v2")
+    assert a.read_bytes() == b.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tgz", "b.tgz"]  # no temp dir
+    with tarfile.open(a, "r:gz") as tar:
+        infos = tar.getmembers()
+        assert [i.name for i in infos] == V2_NAMES
+        assert all(i.isfile() and i.mtime == 0 and i.uid == 0 and i.uname == "" for i in infos)
+        for name in standin.extra_member_names(V2_MEMBER):  # stand-ins, and they say so
+            assert b"not a real file of its kind" in tar.extractfile(name).read()
+    assert a.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    prefix = archive.extract_checkpoint(a, V2_MEMBER, tmp_path / "out")
+    assert sorted(os.listdir(prefix.parent)) == sorted(
+        ["checkpoint", V2_MEMBER + ".index", V2_MEMBER + ".data-00000-of-00001"])
+    reader = tf.train.load_checkpoint(str(prefix))
+    for name, value in _tiny_values().items():
+        np.testing.assert_array_equal(reader.get_tensor(name), value)
+    with pytest.raises(BuildError, match="checkpoint format 'v3'"):
+        standin.write_standin_tarball(_tiny_values(), V2_MEMBER, tmp_path / "c.tgz", "v3")
+
+
+def test_make_standin_writes_the_format_the_manifest_names(tmp_path, monkeypatch):
+    """A manifest marked "format": "v2" gives a V2 tarball under the spec's names (here a
+    shortened Inception V1 manifest, so that it stays small), pinned like a V1 one."""
+    real = standin.load_manifest
+
+    def v2_manifest(arch):
+        manifest = real(arch)
+        manifest["header"]["checkpoint"]["format"] = "v2"
+        manifest["variables"] = manifest["variables"][:6]
+        return manifest
+
+    monkeypatch.setattr(standin, "load_manifest", v2_manifest)
+    result = standin.make_standin("inception_v1", tmp_path / "out", seed=3)
+    member = "inception_v1.ckpt"
+    assert result.tarball.name == "inception_v1_2016_08_28.tar.gz"
+    with tarfile.open(result.tarball, "r:gz") as tar:
+        assert [i.name for i in tar.getmembers()] == sorted(
+            [member + ".index", member + ".data-00000-of-00001"]
+            + standin.extra_member_names(member))
+        tar.extractall(tmp_path / "x", members=[tar.getmember(member + ".index"),
+                                                tar.getmember(member + ".data-00000-of-00001")],
+                       filter="data")
+    reader = tf.train.load_checkpoint(str(tmp_path / "x" / member))
+    values = standin.standin_values(v2_manifest("inception_v1"), 3)
+    assert sorted(reader.get_variable_to_shape_map()) == sorted(values)
+    for name, value in values.items():
+        np.testing.assert_array_equal(reader.get_tensor(name), value)
+    spec = specs_module.load_spec(result.spec_dir / "inception_v1.yaml")
+    assert (spec.checkpoint.size, spec.checkpoint.checksum) == (result.size, result.checksum)
+    assert result.checksum == "sha256:" + _sha256(result.tarball)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "inception_v1_2016_08_28.tar.gz", "specs"]
