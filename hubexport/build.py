@@ -430,7 +430,7 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None, source=None):
     Args:
       spec: the :class:`hubexport.specs.ModelSpec`.
       targets: list of its :class:`hubexport.specs.Target` to write.
-      ckpt_path: path (str) of the fetched, verified TF V1 checkpoint file.
+      ckpt_path: path (str) of the fetched, verified checkpoint (TF V1 file or V2 prefix).
       output: the output directory (str).
       shared_dir: None to read the checkpoint here, or the build's directory
         (str) of values files shared with the other tasks of the checkpoint
