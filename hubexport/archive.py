@@ -126,7 +126,8 @@ def extract_checkpoint(tarball: str | os.PathLike, member: str, dest_dir: str | 
             damaged, breaks a safety or shard rule, lacks the checkpoint
             (V1 file, or V2 index or shard), or the disk refuses the files.
             One line naming the tarball.
-        ValueError: ``member`` is not a relative path without ``..``.
+        ValueError: ``member`` is not a relative path without ``..``
+            (or holds a backslash or a control character).
     """
     tarball = Path(tarball)
     dest = Path(dest_dir)
@@ -162,8 +163,9 @@ def extract_checkpoint(tarball: str | os.PathLike, member: str, dest_dir: str | 
                 result = target
             else:
                 base = posixpath.basename(member)
-                (tmp / STATE_FILE).write_text(f'model_checkpoint_path: "{base}"\n'
-                                              f'all_model_checkpoint_paths: "{base}"\n',
+                quoted = base.replace('"', '\\"')  # a text-format proto string
+                (tmp / STATE_FILE).write_text(f'model_checkpoint_path: "{quoted}"\n'
+                                              f'all_model_checkpoint_paths: "{quoted}"\n',
                                               encoding="utf-8")
                 _rename_into_place(tmp, target, dest)
                 result = target / base
@@ -194,7 +196,7 @@ def _normalise_member(member: str) -> str:
     raw = str(member)
     norm = posixpath.normpath(raw) if raw else ""
     if not raw or raw.startswith("/") or norm in (".", "") or ".." in norm.split("/") \
-            or "\\" in raw or "\0" in raw:
+            or "\\" in raw or any(ord(c) < 32 for c in raw):
         raise ValueError(f"checkpoint member {raw!r} is not a relative path inside the tarball")
     return norm
 
