@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from pathlib import Path
 import sys
 import time
 
@@ -103,6 +104,16 @@ def _add(entry, key, value):
         entry[key] = entry.get(key, 0) + value
 
 
+def _checkpoint_bytes(path) -> int:
+    """Bytes of a checkpoint: a V1 file, a V2 directory, or a V2 prefix's .index and .data-* files."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + ".*") if p.is_file())
+
+
 def install() -> None:
     """Wraps the stage functions of this process (see the module docstring)."""
     from hubexport import build, cards, checkpoint, fetch, nets
@@ -122,7 +133,7 @@ def install() -> None:
     def ck_entry(path):
         return REPORT["checkpoints"].setdefault(str(path), {
             "opens": 0, "values_calls": 0, "seconds": 0.0, "rchar": 0, "values_rchar": 0,
-            "maps": 0, "map_seconds": 0.0, "map_rchar": 0, "size": os.path.getsize(path)})
+            "maps": 0, "map_seconds": 0.0, "map_rchar": 0, "size": _checkpoint_bytes(path)})
 
     def on_init(seconds, rchar, args, kwargs):
         current["path"] = str(args[1])
