@@ -65,7 +65,10 @@ def render_card(target, min_image_size):
         size=spec.image_size,
         min_size=min_image_size,
         variable_size=version.input_size == "variable",
+        bn_hparams=any(s.endswith("_with_bn_hparams") for s in version.signatures),
         serving="serving_default" in version.signatures,
+        changelog_versions=sorted({n for family in spec.modules.values()
+                                   for n in family.versions if n <= version.version}),
     )
     return re.sub(r"\n{4,}", "\n\n\n", text).rstrip("\n") + "\n"
 

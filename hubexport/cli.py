@@ -5,9 +5,11 @@ Exit codes: 0 ok, 1 failure, 2 usage or spec error, 3 verification failed,
 TensorFlow is imported only by the commands that build or load modules.
 """
 
+import fnmatch
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -50,19 +52,72 @@ def _warn_unpinned(spec, fetched):
     click.echo(unpinned_warning(spec, fetched), err=True)
 
 
-def _load_specs(specs_dir, names=None, all_=False):
+def _load_specs(specs_dir, patterns=(), all_=None):
+    """The specs that model names or shell-style patterns name (all with ``all_``).
+
+    A pattern (``fnmatch``: ``*``, ``?``, ``[...]``, case-sensitive) names
+    every model it matches, e.g. ``'mobilenet_v1_*_224'``; each model is
+    taken once, in the order of the patterns, then of ``hubexport list``.
+    ``all_`` is the value of a command's ``--all`` (None: it has none).
+
+    Raises:
+      UsageError: no name or pattern (and not ``all_``), or names or
+        patterns that match no model; the one-line message names them and,
+        compactly, the known models.
+    """
     from hubexport.specs import load_specs
 
     specs = load_specs(specs_dir)
     if all_:
         return list(specs.values())
-    if not names:
-        raise UsageError("name a model (one of: %s) or pass --all" % ", ".join(sorted(specs)))
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise UsageError("unknown model %s; known: %s (see 'hubexport list')"
-                         % (", ".join(unknown), ", ".join(sorted(specs))))
-    return [specs[n] for n in names]
+    known = "%s (see 'hubexport list')" % _describe(specs)
+    if not patterns:
+        raise UsageError("name a model or a pattern%s; known: %s"
+                         % (" (or pass --all)" if all_ is not None else "", known))
+    chosen, misses = {}, []
+    for pattern in patterns:
+        names = [pattern] if pattern in specs else [
+            name for name in specs if fnmatch.fnmatchcase(name, pattern)]
+        chosen.update((name, specs[name]) for name in names)
+        if not names:
+            misses.append(pattern)
+    if any(set(miss) & set("*?[") for miss in misses):
+        raise UsageError("no model matches %s; known: %s"
+                         % (", ".join(repr(m) for m in misses), known))
+    if misses:
+        raise UsageError("unknown model %s; known: %s" % (", ".join(misses), known))
+    return list(chosen.values())
+
+
+def _describe(specs):
+    """The model names, compactly: ``a, b, mobilenet_v2_{035,050}_{96,128}, ...``.
+
+    The models of one variant table (spec file F.yaml, names ``F_A_B``) are
+    written as brace lists, grouped by the B's of each A.
+    """
+    files = {}
+    for name, spec in specs.items():
+        files.setdefault(spec.source if spec.variant else name, []).append(name)
+    parts = []
+    for source, names in files.items():
+        prefix = "%s_" % Path(source).stem
+        rest = [name[len(prefix):].split("_") for name in names]
+        if len(names) == 1 or any(len(r) != 2 or not n.startswith(prefix)
+                                  for n, r in zip(names, rest)):
+            parts += names
+            continue
+        seconds = {}
+        for first, second in rest:
+            seconds[first] = seconds.get(first, ()) + (second,)
+        firsts = {}
+        for first, group in seconds.items():
+            firsts.setdefault(group, []).append(first)
+        parts += ["%s%s_%s" % (prefix, _braces(f), _braces(s)) for s, f in firsts.items()]
+    return ", ".join(parts)
+
+
+def _braces(values):
+    return values[0] if len(values) == 1 else "{%s}" % ",".join(values)
 
 
 @click.group(epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,33 +142,37 @@ def cli(verbose):
 
 
 @cli.command("list", epilog=_EPILOG)
+@click.argument("patterns", nargs=-1, metavar="[NAME|PATTERN]...")
 @specs_option
 @json_option
-def list_cmd(specs_dir, as_json):
-    """List the architectures, module handles and versions the specs define.
+def list_cmd(patterns, specs_dir, as_json):
+    """List the models (all, or those named), their module handles and versions.
+
+    A PATTERN is shell-style, e.g. 'mobilenet_v1_*_224' (quote it).
 
     \b
-    Example:
+    Examples:
       hubexport list --json
+      hubexport list 'mobilenet_v2_*'
     """
-    from hubexport.specs import load_specs
-
-    specs = load_specs(specs_dir)
+    specs = _load_specs(specs_dir, patterns, all_=not patterns or None)
     rows = []
-    for spec in specs.values():
+    for spec in specs:
         for target in spec.targets():
             rows.append({"name": spec.name, "architecture": spec.architecture,
                          "kind": target.kind, "handle": target.handle,
                          "version": target.version.version, "format": target.version.format,
                          "input_size": target.version.input_size,
+                         "image_size": spec.image_size, "num_classes": spec.num_classes,
+                         "feature_size": spec.feature_size,
                          "module_handle": target.module_handle,
                          "signatures": list(target.version.signatures)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for name, spec in specs.items():
+    for spec in specs:
         click.echo("%s (%s, %dx%d pixels, %d classes, %d features)"
-                   % (name, spec.architecture, spec.image_size, spec.image_size,
+                   % (spec.name, spec.architecture, spec.image_size, spec.image_size,
                       spec.num_classes, spec.feature_size))
         for kind, family in spec.modules.items():
             versions = ", ".join("%d (%s, %s)" % (v.version, v.format, v.input_size)
@@ -122,45 +181,52 @@ def list_cmd(specs_dir, as_json):
 
 
 @cli.command(epilog=_EPILOG)
-@click.argument("name")
+@click.argument("names", nargs=-1, metavar="NAME|PATTERN...")
 @specs_option
 @mirror_option
 @cache_option
 @allow_unpinned_option
 @json_option
-def fetch(name, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
-    """Download, verify and unpack the checkpoint tarball of model NAME.
+def fetch(names, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
+    """Download, verify and unpack the checkpoint tarballs of the models named.
 
-    A verified tarball in the cache is not downloaded again; a partial one is
-    resumed. Size and checksum are checked before the file is used. A spec
-    with checksum: unpublished is refused (exit 2) unless --allow-unpinned;
-    then the sha256 and size of what was fetched are printed on stderr, to
-    pin in the spec once checked.
+    NAME is a model (see 'hubexport list') or a shell-style pattern such as
+    'mobilenet_v1_*_224' (quote it). A verified tarball in the cache is not
+    downloaded again; a partial one is resumed. Size and checksum are
+    checked before the file is used. A spec with checksum: unpublished is
+    refused (exit 2) unless --allow-unpinned; then the sha256 and size of
+    what was fetched are printed on stderr, to pin in the spec once checked.
+    With --json, one JSON object per model and line.
 
     \b
-    Example:
+    Examples:
       hubexport fetch inception_v2 --mirror http://127.0.0.1:8000/models
+      hubexport fetch 'mobilenet_v1_*_224' --allow-unpinned
     """
     from hubexport import fetch as fetch_stage
 
-    (spec,) = _load_specs(specs_dir, [name])
-    got = fetch_stage.fetch_source(spec, cache_dir=cache_dir, mirror=mirror,
-                                   allow_unpinned=allow_unpinned)
-    if not got.pinned:
-        _warn_unpinned(spec, got)
-    if as_json:
-        click.echo(json.dumps({"name": name, "tarball": str(got.tarball),
-                               "checkpoint": str(got.checkpoint), "checksum": got.checksum,
-                               "size": got.size, "pinned": got.pinned}))
-    else:
-        click.echo("tarball:    %s" % got.tarball)
-        click.echo("checkpoint: %s" % got.checkpoint)
+    specs = _load_specs(specs_dir, names)
+    for spec in specs:
+        got = fetch_stage.fetch_source(spec, cache_dir=cache_dir, mirror=mirror,
+                                       allow_unpinned=allow_unpinned)
+        if not got.pinned:
+            _warn_unpinned(spec, got)
+        if as_json:
+            click.echo(json.dumps({"name": spec.name, "tarball": str(got.tarball),
+                                   "checkpoint": str(got.checkpoint), "checksum": got.checksum,
+                                   "size": got.size, "pinned": got.pinned}))
+        else:
+            if len(specs) > 1:
+                click.echo("model:      %s" % spec.name)
+            click.echo("tarball:    %s" % got.tarball)
+            click.echo("checkpoint: %s" % got.checkpoint)
 
 
 @cli.command(epilog=_EPILOG)
-@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.argument("names", nargs=-1, metavar="[NAME|PATTERN]...")
 @click.option("--all", "all_", is_flag=True, help="Build every model the specs define.")
-@click.option("--version", type=int, default=None, help="Only this module version (1, 3, 4, 5).")
+@click.option("--version", type=int, default=None,
+              help="Only this module version (one the spec defines, e.g. 1, 2, 3, 4, 5).")
 @click.option("--kind", type=click.Choice(["classification", "feature_vector"]), default=None,
               help="Only this module kind.")
 @click.option("--output", "-o", default="modules", show_default=True,
@@ -177,6 +243,8 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
           allow_unpinned, as_json):
     """Build TF Hub modules and their cards from TF-Slim checkpoints.
 
+    NAME is a model (see 'hubexport list') or a shell-style pattern such as
+    'mobilenet_v1_*_224' (quote it), which builds every model it matches.
     Without --version or --kind, builds every version and kind the spec
     defines. Each module lands in OUTPUT/<handle>/<version>/ with its card at
     OUTPUT/<handle>/<version>.md; a module directory appears only complete.
@@ -189,6 +257,8 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
     Examples:
       hubexport build inception_v2 --version 3
       hubexport build inception_resnet_v2 --version 1 --kind feature_vector
+      hubexport build mobilenet_v2_100_224 --version 5
+      hubexport build 'mobilenet_v1_*_224' --jobs 2
       hubexport build --all --output modules --jobs 2
     """
     from hubexport.build import build as build_stage
