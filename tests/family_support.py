@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _models():
-    names = sorted(p.stem for p in (REPO / "specs").glob("*.yaml"))
+    from hubexport.specs import load_specs
+
+    # One name per model: a spec file with a variant table has several.
+    names = sorted(load_specs(REPO / "specs"))
     only = os.environ.get("HUBEXPORT_TEST_MODELS")
     if only:
         wanted = set(only.split(","))

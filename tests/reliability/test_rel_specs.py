@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hubexport.cli import main
-from hubexport.specs import parse_spec
+from hubexport.specs import parse_spec_file
 
 import reliability_support as rs
 
@@ -99,18 +99,20 @@ def _outcome(tmp: Path, name: str, text: str, counts: Outcomes) -> None:
         counts.fields[field.split(".")[0]] = counts.fields.get(field.split(".")[0], 0) + 1
         return
     rows = json.loads(out)
-    assert rows and all(r["name"] == name for r in rows)
+    # A spec file with a variant table defines the models NAME_...
+    models = sorted({r["name"] for r in rows})
+    assert rows and all(m == name or m.startswith(name + "_") for m in models)
     counts.valid += 1
-    mirror = tmp / "empty-mirror"
-    code, out, err = _run(["fetch", name, "--specs", spec_dir, "--mirror", mirror,
+    mirror, model = tmp / "empty-mirror", models[0]
+    code, out, err = _run(["fetch", model, "--specs", spec_dir, "--mirror", mirror,
                            "--cache-dir", tmp / "cache"])
     assert "Traceback" not in err
     assert code in (1, 2), (code, err)
-    if not parse_spec(path.read_bytes(), path).checkpoint.pinned:
+    if not parse_spec_file(path.read_bytes(), path)[model].checkpoint.pinned:
         # No published checksum: refused before anything is fetched (exit 2).
         lines = err.splitlines()
         assert code == 2 and len(lines) == 1, err
-        assert lines[0].startswith("error: model %s: " % name), err
+        assert lines[0].startswith("error: model %s: " % model), err
         assert "has no published checksum" in lines[0] and "--allow-unpinned" in lines[0], err
     elif code == 2:
         _check_spec_error(err, path, text)
