@@ -23,7 +23,8 @@ Signatures (https://www.tensorflow.org/hub/common_signatures/images):
   ``image_feature_vector``: same input; output ``default`` float32
   [batch, feature_size], plus every TF-Slim end point as ``<SCOPE>/<name>``.
   ``*_with_bn_hparams`` (version 3): an extra input ``batch_norm_momentum``,
-  a float32 scalar defaulting to 0.99.
+  a float32 scalar defaulting to 0.99, at a variable or (mobilenet_v2's
+  version 3) a fixed input size.
   ``default``: ``image_classification`` in a classification module,
   ``image_feature_vector`` in a feature_vector module.
 """
@@ -71,8 +72,8 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
         with tf.name_scope("check_fixed_size"):
             check = tf.debugging.assert_equal(
                 tf.shape(images)[1:3], tf.constant([size, size]),
-                message="this module takes only %dx%d pixel images (height x width); "
-                        "use version 3 for other sizes" % (size, size))
+                message="this module takes only %dx%d pixel images (height x width)"
+                        % (size, size))
             with tf.control_dependencies([check]):
                 images = tf.identity(images, name="images_checked")
     with_bn = any(name.endswith(_BN_SUFFIX) for name in signatures)
