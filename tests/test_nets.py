@@ -182,6 +182,12 @@ def test_default_sizes_and_feature_sizes_are_tf_slims():
     expected = {"inception_v1": (224, 1024), "inception_v2": (224, 1024),
                 "inception_v3": (299, 2048), "inception_resnet_v2": (299, 1536)}
     expected.update({"resnet_v%d_%d" % (v, d): (224, 2048) for v in (1, 2) for d in (50, 101, 152)})
+    # MobileNets: 1024 x DM (V1); 1280 for DM <= 1, 1664 (1.3), 1792 (1.4) (V2).
+    expected.update({"mobilenet_v1_%s" % m: (224, f) for m, f in
+                     (("025", 256), ("050", 512), ("075", 768), ("100", 1024))})
+    expected.update({"mobilenet_v2_%s" % m: (224, f) for m, f in
+                     (("035", 1280), ("050", 1280), ("075", 1280), ("100", 1280),
+                      ("130", 1664), ("140", 1792))})
     assert set(expected) == set(ARCHS)
     for arch, (size, features) in expected.items():
         net = nets.get_net(arch)

@@ -4,7 +4,8 @@ Public entry point: :func:`build_net`. Each net module defines ``NETS``, a
 dict architecture name -> :class:`hubexport.nets.layers.Net` (scope, default
 and smallest image size in pixels, feature size, logits scope and the
 function that builds it). One module may define several architectures from
-one definition (``resnet``: V1 and V2 at depths 50, 101 and 152).
+one definition (``resnet``: V1 and V2 at depths 50, 101 and 152;
+``mobilenet_v1`` / ``mobilenet_v2``: one per depth multiplier).
 
 Importing this package does not import TensorFlow; :func:`get_net` does.
 """
@@ -26,6 +27,16 @@ ARCHITECTURES = {
     "resnet_v2_50": "resnet",
     "resnet_v2_101": "resnet",
     "resnet_v2_152": "resnet",
+    "mobilenet_v1_025": "mobilenet_v1",
+    "mobilenet_v1_050": "mobilenet_v1",
+    "mobilenet_v1_075": "mobilenet_v1",
+    "mobilenet_v1_100": "mobilenet_v1",
+    "mobilenet_v2_035": "mobilenet_v2",
+    "mobilenet_v2_050": "mobilenet_v2",
+    "mobilenet_v2_075": "mobilenet_v2",
+    "mobilenet_v2_100": "mobilenet_v2",
+    "mobilenet_v2_130": "mobilenet_v2",
+    "mobilenet_v2_140": "mobilenet_v2",
 }
 
 

@@ -313,6 +313,41 @@ def separable_conv2d(ctx: NetContext, x, num_outputs, kernel, depth_multiplier,
     return y
 
 
+def depthwise_conv2d(ctx: NetContext, x, kernel, stride=1, padding="SAME", scope=None,
+                     activation=tf.nn.relu6, weight_decay=None):
+    """TF-Slim ``separable_conv2d(x, None, ...)``: a depthwise convolution, batch norm, activation.
+
+    With ``num_outputs=None`` and ``depth_multiplier=1`` (as the MobileNets
+    call it) TF-Slim builds only the depthwise step: variable
+    ``depthwise_weights`` [kh, kw, in, 1], no biases (batch norm follows,
+    with the arg scope's ``batch_norm_*``), then the activation.
+
+    Args:
+      ctx: the net context.
+      x: float32 [batch, height, width, channels].
+      kernel: int or (kh, kw) in pixels.
+      stride: int, in pixels.
+      padding: "SAME" or "VALID".
+      scope: variable scope name, e.g. ``Conv2d_1_depthwise`` or ``depthwise``.
+      activation: callable or None; ReLU6 by default (the MobileNets').
+      weight_decay: L2 coefficient for ``depthwise_weights``, or None: TF-Slim's
+        ``mobilenet_v1_arg_scope(regularize_depthwise=False)`` and
+        ``mobilenet.training_scope()`` do not regularize them.
+    Returns:
+      float32 [batch, out_height, out_width, channels].
+    """
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    channels = int(x.shape[-1])
+    with ctx.scope(scope):
+        w = ctx.variable("depthwise_weights", [kh, kw, channels, 1], weight_decay=weight_decay)
+        y = tf.nn.depthwise_conv2d(x, _read(w), strides=[1, stride, stride, 1],
+                                   padding=padding)
+        y = batch_norm(ctx, y)
+        if activation is not None:
+            y = activation(y)
+    return y
+
+
 def fully_connected(ctx: NetContext, x, num_outputs, scope=None,
                     bias_weight_decay=None):
     """TF-Slim ``fully_connected`` without activation: ``x @ weights + biases``.
