@@ -1,28 +1,23 @@
 """Model specs: the YAML files that say what to export and how.
 
-A model names one TF-Slim checkpoint tarball (URL, size, checksum, member),
-the net that reads it (architecture, variable scope, image size, classes,
-feature size), its card text and its module families (classification and
-feature_vector, each with its versions). ``specs/NAME.yaml`` describes the
-model NAME (``specs/inception_v2.yaml`` documents the layout) or, with a
-``variants`` table, the models ``NAME_...`` (``specs/mobilenet_v2.yaml``
-documents the table): one row per depth multiplier, one model per row and
-resolution; the fields of :data:`TEMPLATED` are then Python format strings
-over :data:`TEMPLATE_VARIABLES`. Every model is one :class:`ModelSpec`, its
-file ``source``, its table row ``variant``.
+A model names a TF-Slim checkpoint tarball (URL, size, checksum, member), the
+net that reads it (architecture, scope, image size, classes, feature size),
+its card text and its module families (classification, feature_vector, each
+with versions). ``specs/NAME.yaml`` describes the model NAME (as
+``specs/inception_v2.yaml``) or, with a ``variants`` table, models ``NAME_...``
+(``specs/mobilenet_v2.yaml`` documents it): one per depth multiplier row and
+resolution, the fields :data:`TEMPLATED` being format strings over
+:data:`TEMPLATE_VARIABLES`. Each model is a :class:`ModelSpec` (``source``:
+its file, ``variant``: its row).
 
 Loading checks the structure against the JSON Schema ``spec.schema.yaml``
-(with the jsonschema library), then the cross-field rules. Any problem, for
-any input bytes, raises :class:`hubexport.errors.SpecError` with the one-line
-message ``FILE:LINE: field: problem`` (LINE 1-based, field a dotted path such
-as ``modules.classification.versions.3.signatures[2]`` or
-``variants[3].depth_multiplier``, or ``(document)`` for syntax errors, tabs
-and bad encoding; a problem of an expanded template names the variant).
+(with jsonschema), then the cross-field rules. Any problem, for any input
+bytes, raises :class:`hubexport.errors.SpecError` with the one-line message
+``FILE:LINE: field: problem`` (field e.g. ``variants[3].depth_multiplier``, or
+``(document)`` for syntax errors, tabs and bad encoding).
 
-``checkpoint.checksum`` is ``ALGO:HEX``, or ``unpublished`` for a tarball
-whose publisher gave no checksum (:attr:`CheckpointSource.pinned` is then
-False; fetch and build refuse such a source unless allowed, see
-:mod:`hubexport.fetch`).
+``checkpoint.checksum: unpublished`` marks a tarball without a published
+checksum (:attr:`CheckpointSource.pinned` False; see :mod:`hubexport.fetch`).
 
 Public entry point of the specs stage: :func:`load_specs` (and
 :func:`load_spec_file`, :func:`parse_spec_file`, :func:`load_spec`,
@@ -33,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import pathlib
 import posixpath
 import re
@@ -47,8 +43,7 @@ from hubexport.nets import ARCHITECTURES, InputMapping
 
 # Publisher of every handle (FACTS.md: google/imagenet/NAME/KIND/VERSION).
 PUBLISHER = "google"
-# The schema of spec files and its enums: module kinds, formats (TF1 Hub
-# format, TF2 SavedModel), input sizes, signatures.
+# The schema of spec files; its enums (formats: TF1 Hub format, TF2 SavedModel).
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCHEMA = yaml.load(pathlib.Path(__file__).with_name("spec.schema.yaml").read_text("utf-8"),
                     Loader=_FAST_LOADER)
@@ -59,35 +54,31 @@ CHECKSUM_HEX_LENGTHS = {"md5": 32, "sha256": 64, "sha384": 96, "sha512": 128}
 # The checksum value of a source whose publisher gave no checksum.
 UNPUBLISHED = "unpublished"
 URL_SCHEMES = ("http", "https", "file")
-# The placeholders of a variant table's templates: the row's depth multiplier
-# (float: "{depth_multiplier}" is "1.0", "0.75"; "{depth_multiplier:.2f}" is
-# "1.00"), 100 times it (int: "{depth_percent:03d}" is "075") and the
-# resolution (int, pixels).
+# The placeholders of templates: the row's depth multiplier (float, "1.0"),
+# 100 times it (int; "{depth_percent:03d}" is "075"), the resolution (pixels).
 TEMPLATE_VARIABLES = ("depth_multiplier", "depth_percent", "resolution")
-# The fields that are templates in a spec with variants ("*": any module kind).
+# The fields that are templates in a spec with variants.
 TEMPLATED = (("name",), ("architecture",), ("display_name",), ("checkpoint", "url"),
-             ("checkpoint", "member"), ("checkpoint", "card_path"), ("modules", "*", "handle"),
+             ("checkpoint", "member"), ("checkpoint", "card_path"),
+             ("modules", "classification", "handle"), ("modules", "feature_vector", "handle"),
              ("card", "implementation"))
-# Versions that templates/_changelog.md.j2 has an entry for; any other
-# version needs one in card.changelog.
+# The versions templates/_changelog.md.j2 has entries for (others: card.changelog).
 DEFAULT_CHANGELOG_VERSIONS = (1, 3, 4, 5)
 
-# Signatures a kind or format cannot serve: a feature_vector module has no
-# logits; serving_default is a SignatureDef of TF2 SavedModels. (bn_hparams
-# signatures may come with a fixed input size: mobilenet_v2's version 3.)
+# Signatures a kind or format cannot serve (bn_hparams ones may come with a
+# fixed input size: mobilenet_v2's version 3).
 _SIGNATURES_FORBIDDEN = {
-    ("kind", "feature_vector"): frozenset(
-        {"image_classification", "image_classification_with_bn_hparams"}),
-    ("format", "hub"): frozenset({"serving_default"}),
-    ("format", "saved_model_2"): frozenset(SIGNATURES) - {"serving_default"},
+    "feature_vector": ({"image_classification", "image_classification_with_bn_hparams"},
+                       "a feature_vector module cannot serve it"),
+    "hub": ({"serving_default"}, "format hub cannot serve it"),
+    "saved_model_2": (set(SIGNATURES) - {"serving_default"},
+                      "format saved_model_2 cannot serve it"),
 }
-_FORBIDDEN_REASON = {"kind": "a {value} module cannot serve it",
-                     "format": "format {value} cannot serve it"}
 
 _DOCUMENT = "(document)"
 # Largest integer a spec may hold (sizes are int64 byte counts).
 _MAX_INT = 2**63 - 1
-# Most values a spec may expand to (aliases multiply them); deepest nesting.
+# Most values a spec may expand to (aliases multiply them), deepest nesting.
 _MAX_VALUES, _MAX_DEPTH = 100_000, 100
 # Integers must be written in decimal (YAML 1.1 would also read 0x.., 0b..,
 # octal 0.. and sexagesimal 1:30).
@@ -97,6 +88,7 @@ _LINE_BREAK = re.compile(r"\r\n|[\n\r\x85\u2028\u2029]")
 _SIMPLE_KEY = re.compile(r"[^\s\[\].:]{1,64}")
 
 
+# --------------------------------------------------------------------------
 # The data model.
 
 
@@ -111,9 +103,8 @@ class CheckpointSource:
             (hashlib names), or None if the checksum is unpublished.
         checksum_hex: the expected digest, lower-case hex, or None if the
             checksum is unpublished.
-        member: path inside the tarball of the checkpoint: the TF V1
-            checkpoint file, or the prefix of a V2 checkpoint's files
-            (``<member>.index``, ``<member>.data-*``).
+        member: path in the tarball of the TF V1 checkpoint file, or the
+            prefix of a V2 checkpoint's (``<member>.index``, ``.data-*``).
         card_path: the checkpoint's name as the cards print it
             (``<tarball stem>/<member>``).
     """
@@ -127,7 +118,7 @@ class CheckpointSource:
 
     @property
     def pinned(self) -> bool:
-        """Whether the spec pins a checksum (bool; False for ``checksum: unpublished``)."""
+        """Whether the spec pins a checksum (bool; not ``checksum: unpublished``)."""
         return self.checksum_algo is not None
 
     @property
@@ -149,10 +140,9 @@ class CardInfo:
         network_architecture: value of the card's ``network-architecture``
             metadata, e.g. ``"inception-v2"``.
         overview: Markdown of the card's Overview section (the papers).
-        classes_note: Markdown the cards print about the logits' classes
-            in place of the ImageNetLabels.txt sentence (e.g. that the
-            ResNet V1 checkpoints have 1000 classes and no background
-            class), or None.
+        classes_note: Markdown the cards print about the logits' classes in
+            place of the ImageNetLabels.txt sentence (e.g. that the ResNet V1
+            checkpoints have no background class), or None.
         implementation: Markdown ending "This TF-Hub module uses the TF-Slim
             implementation of ..." (None: the architecture's name).
         checkpoints_from: Markdown link to where the checkpoint was
@@ -193,8 +183,7 @@ class ModuleFamily:
 
     Attributes:
         kind: ``"classification"`` or ``"feature_vector"``.
-        handle: the handle without version, e.g.
-            ``"google/imagenet/inception_v2/classification"``.
+        handle: the handle without version, ``"google/imagenet/NAME/KIND"``.
         versions: version number -> VersionSpec, in ascending order.
     """
 
@@ -312,7 +301,7 @@ class Target:
 
     @property
     def handle(self) -> str:
-        """The family handle without version (str), e.g. ``google/imagenet/inception_v2/classification``."""
+        """The family handle without version (str): ``google/imagenet/NAME/KIND``."""
         return self.spec.modules[self.kind].handle
 
     @property
@@ -336,13 +325,9 @@ class Target:
 
 
 def default_specs_dir() -> pathlib.Path:
-    """The directory of the specs shipped with hubexport.
+    """The directory (pathlib.Path) of the shipped specs: ``hubexport/specs``.
 
-    ``hubexport/specs`` is a symlink to the repository's ``specs/`` (and a
-    real directory of package data once installed).
-
-    Returns:
-        pathlib.Path of the directory.
+    A symlink to the repository's ``specs/``, package data once installed.
     """
     return pathlib.Path(__file__).parent / "specs"
 
@@ -354,12 +339,11 @@ def load_specs(specs_dir: str | pathlib.Path | None = None) -> dict[str, ModelSp
         specs_dir: directory to read; None means :func:`default_specs_dir`.
 
     Returns:
-        dict model name -> ModelSpec, in file-name order (a variant table's
-        models in table order).
+        dict model name -> ModelSpec, in file-name order, then table order.
 
     Raises:
-        SpecError: the directory is missing, unreadable or holds no
-            ``*.yaml`` file, a spec is invalid, or two files define a model.
+        SpecError: the directory is missing, unreadable or holds no ``*.yaml``
+            file, a spec is invalid, or two files define a model.
     """
     directory = pathlib.Path(specs_dir) if specs_dir is not None else default_specs_dir()
     try:
@@ -388,13 +372,15 @@ def load_spec_file(path: str | pathlib.Path) -> dict[str, ModelSpec]:
     Raises:
         SpecError: the file cannot be read or is invalid.
     """
-    path = pathlib.Path(path)
+    return parse_spec_file(_read(path), path)
+
+
+def _read(path: str | pathlib.Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return pathlib.Path(path).read_bytes()
     except OSError as exc:
         raise SpecError(_one_line(
             f"{path}: cannot read model spec ({exc.strerror or exc})")) from None
-    return parse_spec_file(data, path)
 
 
 def parse_spec_file(data: bytes | str, source: str | pathlib.Path) -> dict[str, ModelSpec]:
@@ -402,9 +388,8 @@ def parse_spec_file(data: bytes | str, source: str | pathlib.Path) -> dict[str, 
 
     Args:
         data: the file's contents (UTF-8 bytes, or str).
-        source: the file the text comes from; used in messages, and its
-            name without ``.yaml`` must be the model's name (with variants:
-            start every name, followed by ``_``).
+        source: the file the text comes from (for messages); its name without
+            ``.yaml`` is the model's name (with variants: NAME_ starts them).
 
     Returns:
         dict model name -> ModelSpec: one, or a variant table's in table order.
@@ -425,17 +410,16 @@ def parse_spec_file(data: bytes | str, source: str | pathlib.Path) -> dict[str, 
 
 def load_spec(path: str | pathlib.Path) -> ModelSpec:
     """Loads a spec file of one model (see :func:`parse_spec`)."""
-    path = pathlib.Path(path)
-    return parse_spec(load_spec_file(path), path)
+    return parse_spec(_read(path), path)
 
 
-def parse_spec(data: bytes | str | dict, source: str | pathlib.Path) -> ModelSpec:
-    """The one model of a spec file: as :func:`parse_spec_file` (or its result, a dict).
+def parse_spec(data: bytes | str, source: str | pathlib.Path) -> ModelSpec:
+    """The model of a spec file of one model (see :func:`parse_spec_file`).
 
     Raises:
         SpecError: the text is invalid, or it defines several models.
     """
-    specs = data if isinstance(data, dict) else parse_spec_file(data, source)
+    specs = parse_spec_file(data, source)
     if len(specs) != 1:
         raise SpecError(_one_line(f"{source}: defines {len(specs)} models; "
                                   "load it with load_spec_file"))
@@ -443,13 +427,12 @@ def parse_spec(data: bytes | str | dict, source: str | pathlib.Path) -> ModelSpe
 
 
 # --------------------------------------------------------------------------
-# The schema: spec.schema.yaml, and for files with variants a copy changed as
-# its $defs/family says.
+# The schema: spec.schema.yaml, and a copy changed as its $defs/family says.
 
 
 def _subschema(schema: dict, path: tuple) -> dict:
     for key in path:
-        schema = schema["additionalProperties"] if key == "*" else schema["properties"][key]
+        schema = schema.get("properties", {}).get(key) or schema["additionalProperties"]
     return schema
 
 
@@ -494,23 +477,19 @@ def _check_checksum(value: str) -> str | None:
     return None
 
 
-# Format -> (the types it checks, the check: a problem or None).
+# Format -> its check: the problem with a value, or None (also for other types).
 _FORMAT_CHECKS = {
-    "architecture": ((str,), lambda value: None if value in ARCHITECTURES else (
-        f"unknown architecture {_show(value)}; allowed: {', '.join(ARCHITECTURES)}")),
-    "url": ((str,), _check_url),
-    "checksum": ((str,), _check_checksum),
-    "finite": ((int, float), lambda value: None if abs(value) < float("inf")
-               else "must be a finite number"),
+    "architecture": lambda value: (
+        f"unknown architecture {_show(value)}; allowed: {', '.join(ARCHITECTURES)}"
+        if isinstance(value, str) and value not in ARCHITECTURES else None),
+    "url": lambda value: _check_url(value) if isinstance(value, str) else None,
+    "checksum": lambda value: _check_checksum(value) if isinstance(value, str) else None,
+    "finite": lambda value: ("must be a finite number" if type(value) is float
+                             and not abs(value) < float("inf") else None),
 }
 _FORMATS = jsonschema.FormatChecker(formats=())
-for _fmt, (_types, _check) in _FORMAT_CHECKS.items():
-    def _assert(value, types=_types, check=_check):
-        problem = check(value) if type(value) in types else None
-        if problem:
-            raise ValueError(problem)
-        return True
-    _FORMATS.checks(_fmt, raises=ValueError)(_assert)
+for _fmt, _check in _FORMAT_CHECKS.items():
+    _FORMATS.checks(_fmt)(lambda value, check=_check: check(value) is None)
 # Integers are Python ints (not bools, not 4.0); numbers are ints or floats.
 _VALIDATOR_CLASS = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
@@ -528,34 +507,30 @@ _TEMPLATED_VALIDATORS = {path: _VALIDATOR_CLASS(
 _EXPECTED = {"string": "a string", "integer": "an integer", "number": "a number",
              "object": "a mapping", "array": "a list"}
 _TAG = "tag:yaml.org,2002:"
-_TYPE_NAMES = {
-    _TAG + "str": "a string", _TAG + "int": "an integer", _TAG + "float": "a number",
-    _TAG + "bool": "a boolean", _TAG + "null": "null", _TAG + "timestamp": "a date",
-    _TAG + "binary": "binary data", _TAG + "seq": "a list", _TAG + "map": "a mapping",
-}
+_TYPE_NAMES = {_TAG + tag: name for tag, name in (
+    ("str", "a string"), ("int", "an integer"), ("float", "a number"), ("bool", "a boolean"),
+    ("null", "null"), ("timestamp", "a date"), ("binary", "binary data"), ("seq", "a list"),
+    ("map", "a mapping"))}
 
 
 # --------------------------------------------------------------------------
 # The reader.
 
 
-class _Opaque:
-    """A YAML value no field can hold (a tagged value, a recursive alias)."""
+# A YAML value no field can hold (a tagged value, a recursive alias).
+_Opaque = object
 
 
 class _Reader:
     """Reads one spec file: YAML nodes to plain values, the schema, the cross-field rules.
 
-    Paths are tuples of mapping keys and list indices; ``nodes``,
-    ``key_nodes`` (none for the root and list items) and ``fields`` (the
-    dotted field names of messages) are keyed by the paths of the values.
+    ``nodes``, ``key_nodes`` (none for the root and list items) and ``fields``
+    (dotted field names) are keyed by paths: tuples of keys and list indices.
     """
 
     def __init__(self, source: pathlib.Path):
         self.source = source
-        self.nodes: dict[tuple, yaml.Node] = {}
-        self.key_nodes: dict[tuple, yaml.Node] = {}
-        self.fields: dict[tuple, str] = {}
+        self.nodes, self.key_nodes, self.fields = {}, {}, {}
 
     def fail(self, line: int, field: str, problem: str) -> NoReturn:
         """Raises the SpecError ``FILE:LINE: field: problem``."""
@@ -570,9 +545,7 @@ class _Reader:
         while known and known not in self.nodes:
             known = known[:-1]
         node = self.key_nodes.get(known, self.nodes[known]) if key else self.nodes[known]
-        field = self.fields[known]
-        for part in path[len(known):]:
-            field = _join(field, part)
+        field = functools.reduce(_join, path[len(known):], self.fields[known])
         return node.start_mark.line + 1, field
 
     def read(self, data: bytes | str) -> Any:
@@ -611,19 +584,23 @@ class _Reader:
             self.fail(1, _DOCUMENT, "empty spec; expected a mapping of fields")
         return self.convert(root, (), "", frozenset())
 
-    def convert(self, node: yaml.Node, path: tuple, field: str, active: frozenset) -> Any:
-        """The value of ``node``: dict, list, str, int, float, bool, None or _Opaque."""
-        self.nodes[path], self.fields[path] = node, field
+    def convert(self, node: yaml.Node, path: tuple | None, field: str, active: frozenset) -> Any:
+        """The value of ``node`` (dict, list, str, int, float, bool, None or _Opaque) at ``path``.
+
+        ``path`` None: a mapping key; only str and int keys keep their value.
+        """
+        if path is not None:
+            self.nodes[path], self.fields[path] = node, field
         line = node.start_mark.line + 1
-        if len(self.nodes) > _MAX_VALUES or len(path) > _MAX_DEPTH:
+        if len(self.nodes) > _MAX_VALUES or len(path or ()) > _MAX_DEPTH:
             self.fail(1, _DOCUMENT, "invalid YAML: nested too deeply or too many values")
-        if id(node) in active:  # a recursive alias
-            return _Opaque()
+        if id(node) in active or (path is None and node.tag not in (_TAG + "str", _TAG + "int")):
+            return _Opaque()  # a recursive alias, or a key no field can have
         active |= {id(node)}
         if isinstance(node, yaml.MappingNode) and node.tag == _TAG + "map":
             result, key_lines = {}, {}
             for key_node, value_node in node.value:
-                key = self.scalar(key_node, _join(field, key_node.value))
+                key = self.convert(key_node, None, _join(field, key_node.value), active)
                 key_line = key_node.start_mark.line + 1
                 if key in key_lines:
                     self.fail(key_line, _join(field, key),
@@ -634,28 +611,21 @@ class _Reader:
         if isinstance(node, yaml.SequenceNode) and node.tag == _TAG + "seq":
             return [self.convert(item, path + (index,), f"{field}[{index}]", active)
                     for index, item in enumerate(node.value)]
-        if not isinstance(node, yaml.ScalarNode) or node.tag in (_TAG + "str", _TAG + "int"):
-            return self.scalar(node, field)
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _TAG + "str":
+            return node.value if isinstance(node, yaml.ScalarNode) else _Opaque()
+        if node.tag == _TAG + "int":
+            if not _DECIMAL.fullmatch(node.value):
+                self.fail(line, field, f"{_show(node.value)} is not a decimal integer")
+            digits = node.value.replace("_", "")
+            if len(digits.lstrip("+-")) > 19 or abs(int(digits)) > _MAX_INT:
+                self.fail(line, field, "integer out of range")
+            return int(digits)
         if node.tag in (_TAG + "float", _TAG + "bool", _TAG + "null"):
             try:
                 return yaml.SafeLoader.yaml_constructors[node.tag](_CONSTRUCTOR, node)
             except (ValueError, TypeError, IndexError, KeyError):
                 self.fail(line, field, f"{_show(node.value)} is not {_TYPE_NAMES[node.tag]}")
         return _Opaque()
-
-    def scalar(self, node: yaml.Node, field: str) -> Any:
-        """A str, a (decimal, int64) int, or else _Opaque: a key or a value named ``field``."""
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in (_TAG + "str", _TAG + "int"):
-            return _Opaque()
-        if node.tag == _TAG + "str":
-            return node.value
-        line = node.start_mark.line + 1
-        if not _DECIMAL.fullmatch(node.value):
-            self.fail(line, field, f"{_show(node.value)} is not a decimal integer")
-        digits = node.value.replace("_", "")
-        if len(digits.lstrip("+-")) > 19 or abs(int(digits)) > _MAX_INT:
-            self.fail(line, field, "integer out of range")
-        return int(digits)
 
     def validate(self, values: Any, validator) -> None:
         """Fails with the schema problem that comes first in the file, if any."""
@@ -668,62 +638,68 @@ class _Reader:
         """(line, rank among the problems of a line, field, problem) of a schema error."""
         path, value, schema, keyword = (tuple(error.absolute_path), error.instance,
                                         error.schema, error.validator)
-        if "propertyNames" in error.relative_schema_path:  # value is a key
-            line, field = self.where(path + (value,), key=True)
+        key, rank, problem = keyword == "minProperties", 2, None
+        if "propertyNames" in error.relative_schema_path:  # the value is a key
+            path, key, rank = path + (value,), True, 0
             if keyword == "type":
-                node = self.key_nodes[path + (value,)]
-                return line, 0, self.fields[path], (f"key {_show_node(node)} must be "
-                                                    f"{_EXPECTED[schema['type']]}, got {_type_name(node)}")
-            return line, 0, field, _problem(error)
-        if keyword == "additionalProperties":
-            path += (next(key for key in value if key not in schema["properties"]),)
-            (line, field), node = self.where(path, key=True), self.key_nodes[path]
-            name = "" if field != self.fields[path[:-1]] else f" {_show_node(node)}"
-            return line, 0, field, f"unknown field{name}; allowed: {', '.join(schema['properties'])}"
-        if keyword == "required":
-            missing = next(name for name in schema["required"] if name not in value)
-            return *self.where(path + (missing,), key=True)[:1], 3, \
-                _join(self.fields[path], missing), "missing required field"
-        if keyword == "uniqueItems":
+                node = self.key_nodes[path]
+                return (self.where(path, True)[0], 0, self.fields[path[:-1]],
+                        f"key {_show_node(node)} must be {_EXPECTED[schema['type']]}, "
+                        f"got {_type_name(node)}")
+        elif keyword == "additionalProperties":
+            path += (next(name for name in value if name not in schema["properties"]),)
+            named = self.fields[path] != self.fields[path[:-1]]  # a simple key: in the field
+            key, rank = True, 0
+            problem = (f"unknown field{'' if named else ' ' + _show_node(self.key_nodes[path])}; "
+                       f"allowed: {', '.join(schema['properties'])}")
+        elif keyword == "required":
+            path += (next(name for name in schema["required"] if name not in value),)
+            key, rank, problem = True, 3, "missing required field"
+        elif keyword == "uniqueItems":
             path += (next(i for i, item in enumerate(value) if item in value[:i]),)
-            return *self.where(path)[:1], 2, self.fields[path], f"duplicate {_show(value[path[-1]])}"
-        line, field = self.where(path, key=keyword == "minProperties")
-        if keyword == "type":
-            types = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
-            return line, 1, field, f"expected {_EXPECTED[types[0]]}, got {_type_name(self.nodes[path])}"
-        return line, 2, field, _problem(error)
+            problem = f"duplicate {_show(value[path[-1]])}"
+        elif keyword == "type":
+            expected = schema["type"] if isinstance(schema["type"], str) else schema["type"][0]
+            rank = 1
+            problem = f"expected {_EXPECTED[expected]}, got {_type_name(self.nodes[path])}"
+        line, field = self.where(path, key)
+        return line, rank, field, problem or _problem(error)
 
     def expand(self, values: dict) -> dict[str, ModelSpec]:
         """The ModelSpecs of a schema-valid spec with variants, in table order."""
-        base = {key: value for key, value in values.items() if key != "variants"}
-        specs: dict[str, ModelSpec] = {}
-        multipliers: dict[float, int] = {}
+        specs, multipliers = {}, {}  # name -> ModelSpec, depth multiplier -> row
         for index, row in enumerate(values["variants"]):
-            where = ("variants", index)
-            multiplier = float(row["depth_multiplier"])
+            where, multiplier = ("variants", index), float(row["depth_multiplier"])
             if multipliers.setdefault(multiplier, index) != index:
                 self.fail_at(where + ("depth_multiplier",), f"duplicate depth multiplier "
                              f"{multiplier} (first at variants[{multipliers[multiplier]}])")
             published = row.get("published", {})
-            for resolution in published:
-                if resolution not in row["resolutions"]:
-                    self.fail_at(where + ("published", resolution), f"resolution {resolution} is "
-                                 f"not in this row's resolutions {row['resolutions']}", key=True)
+            for resolution in set(published) - set(row["resolutions"]):
+                self.fail_at(where + ("published", resolution), f"resolution {resolution} is "
+                             f"not in this row's resolutions {row['resolutions']}", key=True)
             for position, resolution in enumerate(row["resolutions"]):
-                model = copy.deepcopy(base)
+                model = copy.deepcopy({k: v for k, v in values.items() if k != "variants"})
                 model.update(image_size=resolution, feature_size=row["feature_size"])
                 model["checkpoint"].update(published.get(resolution, {}))
                 placeholders = dict(depth_multiplier=multiplier, resolution=resolution,
                                     depth_percent=round(multiplier * 100))
                 note = f" (variants[{index}], resolution {resolution})"
                 for path in TEMPLATED:
-                    for parent, concrete in _parents(model, path):
-                        try:
-                            parent[path[-1]] = _fill(parent[path[-1]], placeholders)
-                        except ValueError as exc:
-                            self.fail_at(concrete, f"{exc}{note}")
-                        for error in _TEMPLATED_VALIDATORS[path].iter_errors(parent[path[-1]]):
-                            self.fail_at(concrete, _problem(error) + note)
+                    parent = model
+                    for key in path[:-1]:
+                        parent = parent.get(key, {})
+                    if path[-1] not in parent:
+                        continue
+                    try:
+                        parent[path[-1]] = parent[path[-1]].format_map(placeholders)
+                    except KeyError as exc:
+                        self.fail_at(path, f"unknown placeholder {{{exc.args[0]}}}; allowed: "
+                                     f"{', '.join(TEMPLATE_VARIABLES)}{note}")
+                    except (ValueError, IndexError, AttributeError, TypeError) as exc:
+                        self.fail_at(path, f"{_show(parent[path[-1]])} is not a template ({exc}); "
+                                     f"write {{{{ and }}}} for a brace{note}")
+                    for error in _TEMPLATED_VALIDATORS[path].iter_errors(parent[path[-1]]):
+                        self.fail_at(path, _problem(error) + note)
                 spec = self.build(model, Variant(index, multiplier, resolution), note)
                 if spec.name in specs:
                     self.fail_at(where + ("resolutions", position), f"model {spec.name} comes "
@@ -735,14 +711,15 @@ class _Reader:
     def build(self, values: dict, variant: Variant | None = None, note: str = "") -> ModelSpec:
         """Runs the cross-field checks on schema-valid values and builds the ModelSpec."""
         name, stem = values["name"], self.source.stem
-        if self.source.suffix != ".yaml" or (
-                not name.startswith(stem + "_") if variant else name != stem):
-            self.fail_at(("name",), f"{_show(name)} " + (
-                f"does not start with {_show(stem + '_')}: the models of a variant table "
-                "NAME.yaml are NAME_..." if variant else
-                f"does not match the file name {_show(self.source.name)}; rename one so that "
-                "the file is NAME.yaml") + note)
-        modules, changelog = {}, dict(sorted(values["card"].get("changelog", {}).items()))
+        if variant and not name.startswith(stem + "_"):
+            self.fail_at(("name",), f"{_show(name)} does not start with {_show(stem + '_')}: "
+                         f"the models of a variant table NAME.yaml are NAME_...{note}")
+        elif self.source.suffix != ".yaml" or (name != stem and not variant):
+            self.fail_at(("name",), f"{_show(name)} does not match the file name "
+                         f"{_show(self.source.name)}; rename one so that the file is NAME.yaml")
+        changelog = sorted(values["card"].get("changelog", {}).items())
+        card = dict(values["card"], changelog={number: tuple(items) for number, items in changelog})
+        modules = {}
         for kind, family in sorted(values["modules"].items()):
             path = ("modules", kind)
             if not family["handle"].startswith(PUBLISHER + "/") \
@@ -752,24 +729,23 @@ class _Reader:
             versions = {}
             for number, version in sorted(family["versions"].items()):
                 for index, signature in enumerate(version["signatures"]):
-                    for rule in (("kind", kind), ("format", version["format"])):
-                        if signature in _SIGNATURES_FORBIDDEN.get(rule, ()):
-                            reason = _FORBIDDEN_REASON[rule[0]].format(value=rule[1])
+                    for rule in (kind, version["format"]):
+                        forbidden, reason = _SIGNATURES_FORBIDDEN.get(rule, ((), ""))
+                        if signature in forbidden:
                             self.fail_at(path + ("versions", number, "signatures", index),
                                          f"signature {signature}: {reason}")
-                if number not in DEFAULT_CHANGELOG_VERSIONS and number not in changelog:
+                if number not in DEFAULT_CHANGELOG_VERSIONS and number not in card["changelog"]:
                     self.fail_at(path + ("versions", number), f"version {number} needs an "
                                  "entry in card.changelog (templates/_changelog.md.j2 has "
                                  f"{', '.join(map(str, DEFAULT_CHANGELOG_VERSIONS))})", key=True)
                 versions[number] = VersionSpec(number, version["format"], version["input_size"],
                                                tuple(version["signatures"]))
             modules[kind] = ModuleFamily(kind=kind, handle=family["handle"], versions=versions)
-        for number in changelog:
+        for number in card["changelog"]:
             if all(number not in family.versions for family in modules.values()):
                 self.fail_at(("card", "changelog", number),
                              f"version {number} is not a version of this spec's modules", key=True)
-        checkpoint, card = values["checkpoint"], dict(values["card"], changelog={
-            number: tuple(items) for number, items in changelog.items()})
+        checkpoint = values["checkpoint"]
         algo, _, hex_digest = (checkpoint["checksum"].partition(":")
                                if checkpoint["checksum"] != UNPUBLISHED else (None,) * 3)
         return ModelSpec(
@@ -790,32 +766,11 @@ class _Reader:
 _CONSTRUCTOR = yaml.SafeLoader("")
 
 
-def _parents(values: dict, path: tuple) -> list[tuple[dict, tuple]]:
-    """(mapping, path of its key ``path[-1]``) of the mappings at ``path[:-1]`` that have it."""
-    found = [(values, ())]
-    for key in path[:-1]:
-        found = [(child, where + (name,)) for parent, where in found
-                 for name, child in parent.items() if key in ("*", name)]
-    return [(parent, where + path[-1:]) for parent, where in found if path[-1] in parent]
-
-
-def _fill(template: str, placeholders: dict) -> str:
-    """``template`` with its placeholders filled in; ValueError states a problem."""
-    try:
-        return template.format_map(placeholders)
-    except KeyError as exc:
-        raise ValueError(f"unknown placeholder {{{exc.args[0]}}}; allowed: "
-                         f"{', '.join(TEMPLATE_VARIABLES)}") from None
-    except (ValueError, IndexError, AttributeError, TypeError) as exc:
-        raise ValueError(f"{_show(template)} is not a template ({exc}); write {{{{ and }}}} "
-                         "for a brace") from None
-
-
 def _problem(error: jsonschema.ValidationError) -> str:
     """The problem a schema error states about the value at its own path."""
     value, schema, keyword = error.instance, error.schema, error.validator
     if keyword == "format":
-        return str(error.cause)
+        return _FORMAT_CHECKS[schema["format"]](value)
     if keyword == "pattern" and "what" in schema:
         return f"{_show(value)} is not {schema['what']}"
     if keyword == "enum":

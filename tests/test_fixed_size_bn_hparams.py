@@ -15,7 +15,6 @@ image sizes, that the moving averages of the ``{"train"}`` graph move by
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,15 +9,34 @@ import re
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import zoo_facts
 from hubexport import specs
 from hubexport.errors import SpecError, UsageError
 
 SPECS_DIR = pathlib.Path(__file__).resolve().parent.parent / "specs"
+# The models of the zoo's part 1 (FACTS.md, ZOO.md section 1), a spec file each.
+PART_1 = ["inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3",
+          "resnet_v1_101", "resnet_v1_152", "resnet_v1_50", "resnet_v2_101", "resnet_v2_152",
+          "resnet_v2_50"]
+# The spec files with variant tables.
+FAMILIES = {"mobilenet_v1": SPECS_DIR / "mobilenet_v1.yaml",
+            "mobilenet_v2": SPECS_DIR / "mobilenet_v2.yaml"}
+V2_FAMILY_TEXT = FAMILIES["mobilenet_v2"].read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mobilenet_architectures():
+    """The MobileNet nets' architecture names, while hubexport.nets lacks them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in zoo_facts.missing_architectures():
+            patch.setitem(specs.ARCHITECTURES, name, name[:12])
+        yield
 V2_PATH = SPECS_DIR / "inception_v2.yaml"
 V2_TEXT = V2_PATH.read_text(encoding="utf-8")
 ERROR_RE = re.compile(r"^.+:\d+: \S+: .+$")
@@ -58,12 +77,21 @@ def test_default_specs_dir_is_the_repo_specs():
 
 def test_shipped_specs_load():
     loaded = specs.load_specs()
-    # One spec per specs/*.yaml, in file-name order (more models are being added).
-    assert list(loaded) == sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
-    assert {"inception_resnet_v2", "inception_v2"} <= set(loaded)
+    # The ten models of part 1 and tfhub.dev's 38 MobileNets; a spec file per
+    # model, or per family with a variant table, in file-name order.
+    mobilenets = list(zoo_facts.expected_models())  # multiplier, then resolution order
+    order = []
+    for stem in sorted(PART_1 + ["mobilenet_v1", "mobilenet_v2"]):
+        order += [n for n in mobilenets if n.startswith(stem + "_")] if stem in FAMILIES else [stem]
+    assert len(loaded) == 48 == len(PART_1) + len(mobilenets)
+    assert list(loaded) == order
     for name, spec in loaded.items():
         assert spec.name == name
-        assert spec.source.name == f"{name}.yaml"
+        if name in PART_1:
+            assert spec.source.name == f"{name}.yaml" and spec.variant is None
+        else:
+            assert spec.source.resolve() == SPECS_DIR / f"{name[:12]}.yaml", name
+            assert spec.variant is not None
 
 
 @pytest.mark.parametrize("name, facts", [
@@ -124,6 +152,127 @@ def test_import_does_not_import_tensorflow():
     code = "import sys, hubexport.specs; sys.exit('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=SPECS_DIR.parent, check=False)
     assert result.returncode == 0
+
+
+# --------------------------------------------------------------------------
+# The variant tables: MobileNet V1 and V2 against ZOO.md (tests/zoo_facts.py).
+
+MOBILENETS = zoo_facts.expected_models()
+# (format, input_size) of each version, as tfhub.dev published them (ZOO.md section 1).
+MOBILENET_VERSIONS = {
+    "mobilenet_v1": {1: ("hub", "fixed"), 3: ("hub", "variable"),
+                     4: ("saved_model_2", "variable"), 5: ("saved_model_2", "variable")},
+    "mobilenet_v2": {1: ("hub", "fixed"), 2: ("hub", "fixed"), 3: ("hub", "fixed"),
+                     4: ("saved_model_2", "fixed"), 5: ("saved_model_2", "fixed")},
+}
+PAPERS = {"mobilenet_v1": "https://arxiv.org/abs/1704.04861",
+          "mobilenet_v2": "https://arxiv.org/abs/1801.04381"}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return specs.load_specs()
+
+
+@pytest.mark.parametrize("name", list(MOBILENETS))
+def test_mobilenet_variant_has_the_facts(zoo, name):
+    facts, spec = MOBILENETS[name], zoo[name]
+    family = facts["family"]
+    assert (spec.name, spec.architecture, spec.display_name, spec.scope) == (
+        name, facts["architecture"], facts["display_name"],
+        {"mobilenet_v1": "MobilenetV1", "mobilenet_v2": "MobilenetV2"}[family])
+    assert (spec.checkpoint.url, spec.checkpoint.member, spec.checkpoint.card_path) == (
+        facts["url"], facts["member"], facts["card_path"])
+    assert spec.checkpoint.filename == facts["url"].rsplit("/", 1)[1]
+    assert (spec.image_size, spec.num_classes, spec.feature_size) == (
+        facts["resolution"], 1001, facts["feature_size"])
+    assert spec.input_mapping == specs.InputMapping(2.0, (1.0, 1.0, 1.0))
+    assert spec.source.resolve() == FAMILIES[family]
+    multipliers = list({m["depth_multiplier"]: 0 for m in MOBILENETS.values()
+                        if m["family"] == family})
+    assert spec.variant == specs.Variant(multipliers.index(facts["depth_multiplier"]),
+                                         facts["depth_multiplier"], facts["resolution"])
+    if name in zoo_facts.PUBLISHED:
+        size, digest = zoo_facts.PUBLISHED[name]
+        assert (spec.checkpoint.size, spec.checkpoint.checksum) == (size, "sha384:" + digest)
+        assert spec.checkpoint.pinned
+    else:
+        assert (spec.checkpoint.size, spec.checkpoint.checksum) == (None, "unpublished")
+        assert not spec.checkpoint.pinned
+    assert list(spec.modules) == ["classification", "feature_vector"]
+    for kind, module_family in spec.modules.items():
+        assert module_family.handle == f"google/imagenet/{name}/{kind}"
+        got = {n: (v.format, v.input_size) for n, v in module_family.versions.items()}
+        assert got == MOBILENET_VERSIONS[family]
+        for number, version in module_family.versions.items():
+            expected = SIGNATURES.get((kind, 1 if number == 2 else number),
+                                      () if number == 4 else ("serving_default",))
+            assert version.signatures == expected, (kind, number)
+    card = spec.card
+    assert card.network_architecture == family.replace("_", "-")
+    assert PAPERS[family] in card.overview
+    spelled = facts["url"].rsplit("_", 2)[1]
+    assert card.implementation == (f"`{family}`\nwith a depth multiplier of {spelled} and an "
+                                   f"input size of\n{facts['resolution']}x{facts['resolution']} "
+                                   "pixels")
+
+
+def test_mobilenet_pinned_sources_are_the_published_six(zoo):
+    pinned = {name for name, spec in zoo.items() if spec.checkpoint.pinned and name in MOBILENETS}
+    assert pinned == set(zoo_facts.PUBLISHED)
+
+
+def test_mobilenet_feature_sizes(zoo):
+    for name, facts in MOBILENETS.items():
+        multiplier = facts["depth_multiplier"]
+        expected = (round(1024 * multiplier) if facts["family"] == "mobilenet_v1"
+                    else {1.3: 1664, 1.4: 1792}.get(multiplier, 1280))
+        assert zoo[name].feature_size == expected, name
+
+
+def test_mobilenet_v2_changelog_is_spec_data(zoo):
+    """Version 2's entry (tensorflow/hub#86) and version 1's statement come from the spec."""
+    v2, v1 = zoo["mobilenet_v2_100_224"].card, zoo["mobilenet_v1_100_224"].card
+    assert sorted(v2.changelog) == [1, 2, 3]
+    assert any("Fixed broken UPDATE_OPS for fine-tuning" in item for item in v2.changelog[2])
+    assert any("https://github.com/tensorflow/hub/issues/86" in item for item in v2.changelog[2])
+    assert any("UPDATE_OPS already" in item for item in v2.changelog[1])
+    assert not any("variable input size" in item for item in v2.changelog[3])
+    assert v1.changelog == {}  # the default entries of versions 1, 3, 4, 5
+
+
+def test_spec_file_with_variants_is_not_one_model():
+    with pytest.raises(SpecError, match=re.escape(f"{FAMILIES['mobilenet_v2']}: defines 22 "
+                                                  "models; load it with load_spec_file")):
+        specs.load_spec(FAMILIES["mobilenet_v2"])
+
+
+def test_templates_and_literal_braces(tmp_path):
+    text = V2_FAMILY_TEXT.replace(
+        "display_name: MobileNet V2 (depth multiplier {depth_multiplier:.2f})",
+        "display_name: 'MobileNet {{V2}} x{depth_multiplier:.3f} at {resolution:04d}'")
+    path = tmp_path / "mobilenet_v2.yaml"
+    path.write_text(text)
+    got = specs.load_spec_file(path)
+    assert got["mobilenet_v2_075_96"].display_name == "MobileNet {V2} x0.750 at 0096"
+    assert list(got) == [n for n in MOBILENETS if n.startswith("mobilenet_v2_")]
+
+
+def test_a_model_defined_twice_is_an_error(tmp_path):
+    (tmp_path / "mobilenet_v2.yaml").write_text(V2_FAMILY_TEXT)
+    plain = tmp_path / "mobilenet_v2_100_224.yaml"
+    plain.write_text(V2_TEXT.replace("name: inception_v2", "name: mobilenet_v2_100_224"))
+    with pytest.raises(SpecError, match=re.escape(
+            f"{plain}: defines model mobilenet_v2_100_224, which {tmp_path / 'mobilenet_v2.yaml'}"
+            " defines too; remove one")):
+        specs.load_specs(tmp_path)
+
+
+def test_schemas_are_json_schema():
+    for schema in (specs._SCHEMA, specs._FAMILY_SCHEMA):
+        jsonschema.Draft202012Validator.check_schema(schema)
+    assert specs.KINDS == ("classification", "feature_vector")
+    assert specs.FORMATS == ("hub", "saved_model_2")
 
 
 # --------------------------------------------------------------------------
@@ -378,6 +527,118 @@ def test_bad_spec(tmp_path, edit, field, where, problem):
     assert ERROR_RE.fullmatch(message) and len(message.splitlines()) == 1
 
 
+# A variant table's problems: FILE:LINE: field: problem, on specs/mobilenet_v2.yaml.
+V2_ROW_3 = "  - depth_multiplier: 1.0\n"
+V2_CHANGELOG_2 = V2_FAMILY_TEXT[V2_FAMILY_TEXT.index("    2:\n      - |-\n        Fixed"):
+                                V2_FAMILY_TEXT.index("    3:\n      - |-\n        Fine-tuning")]
+NOTE = r" \(variants\[0\], resolution 96\)$"
+V = "variants"
+BAD_FAMILIES = [
+    ("duplicate-multiplier", _edit("  - depth_multiplier: 0.75\n", "  - depth_multiplier: 0.5\n"),
+     f"{V}[2].depth_multiplier", ("depth_multiplier: 0.5", 2),
+     r"duplicate depth multiplier 0.5 \(first at variants\[1\]\)"),
+    ("multiplier-zero", _edit(V2_ROW_3, "  - depth_multiplier: 0\n"), f"{V}[3].depth_multiplier",
+     ("depth_multiplier: 0", 4), "must be positive, got 0"),
+    ("multiplier-string", _edit("depth_multiplier: 1.3", "depth_multiplier: '1.3'"),
+     f"{V}[4].depth_multiplier", ("'1.3'", 1), "expected a number, got a string"),
+    ("multiplier-nan", _edit("depth_multiplier: 1.3", "depth_multiplier: .nan"),
+     f"{V}[4].depth_multiplier", (".nan", 1), "must be a finite number"),
+    ("resolutions-empty", _edit("    resolutions: [224]\n", "    resolutions: []\n"),
+     f"{V}[4].resolutions", ("resolutions: []", 1), "must not be empty"),
+    ("resolution-duplicate", _edit("[96, 128, 160, 192, 224]", "[96, 128, 96]"),
+     f"{V}[0].resolutions[2]", ("[96, 128, 96]", 1), "duplicate 96"),
+    ("resolution-zero", _edit("[96, 128, 160, 192, 224]", "[0, 128]"),
+     f"{V}[0].resolutions[0]", ("[0, 128]", 1), "must be positive, got 0"),
+    ("feature-size-missing", _edit("    feature_size: 1280\n", ""), f"{V}[0].feature_size",
+     ("depth_multiplier: 0.35", 1), "missing required field"),
+    ("row-unknown-field", _edit("    feature_size: 1280\n", "    feature_size: 1280\n    colour: red\n"),
+     f"{V}[0].colour", ("colour", 1),
+     "unknown field; allowed: depth_multiplier, feature_size, resolutions, published$"),
+    ("row-not-a-mapping", _edit("  - depth_multiplier: 1.3\n    feature_size: 1664\n"
+                                "    resolutions: [224]\n", "  - 1.3\n"),
+     f"{V}[4]", ("  - 1.3", 1), "expected a mapping, got a number"),
+    ("published-not-a-resolution", _edit("      224:\n        size: 78306834",
+                                         "      256:\n        size: 78306834"),
+     f"{V}[3].published.256", ("256:", 1),
+     r"resolution 256 is not in this row's resolutions \[96, 128, 160, 192, 224\]"),
+    ("published-bad-checksum", _edit("checksum: sha384:061da971be19c9fa", "checksum: sha384:061d"),
+     f"{V}[3].published.224.checksum", ("sha384:061d", 1), "sha384 needs 96 hex digits"),
+    ("published-without-checksum", _edit("        checksum: sha384:061da971be19c9fa185be494c7cd"
+                                         "567ac8798bd14847f80c83afd9f4ffb2096343b4f5911fa227fe6"
+                                         "59c8d6684478822\n", ""),
+     f"{V}[3].published.224.checksum", ("      224:", 1), "missing required field"),
+    ("image-size", _edit("num_classes: 1001\n", "num_classes: 1001\nimage_size: 224\n"),
+     "image_size", ("image_size: 224", 1),
+     r"not allowed with variants; it comes from variants\[\].resolutions"),
+    ("checkpoint-size", _edit("  checksum: unpublished\n", "  checksum: unpublished\n  size: 5\n"),
+     "checkpoint.size", ("size: 5", 1), r"it comes from variants\[\].published"),
+    ("pinned-family-checksum", _edit("  checksum: unpublished", "  checksum: sha256:" + "a" * 64),
+     "checkpoint.checksum", ("sha256:", 1), "must be 'unpublished' with variants"),
+    ("variants-empty", lambda t: t[:t.index("variants:\n")] + "variants: []\n", V,
+     ("variants: []", 1), "must not be empty"),
+    ("variants-not-a-list", lambda t: t[:t.index("variants:\n")] + "variants: {}\n", V,
+     ("variants: {}", 1), "expected a list, got a mapping"),
+    ("unknown-placeholder", _edit("checkpoints/mobilenet_v2_{depth_multiplier}",
+                                  "checkpoints/mobilenet_v2_{dm}"),
+     "checkpoint.url", ("{dm}", 1),
+     "unknown placeholder {dm}; allowed: depth_multiplier, depth_percent, resolution" + NOTE),
+    ("unbalanced-brace", _edit("name: mobilenet_v2_{depth_percent:03d}_{resolution}",
+                               "name: mobilenet_v2_{depth_percent:03d}_{resolution"),
+     "name", ("name:", 1), r"is not a template \(.*\); write {{ and }} for a brace" + NOTE),
+    ("bad-format-spec", _edit("(depth multiplier {depth_multiplier:.2f})",
+                              "(depth multiplier {depth_multiplier:d})"),
+     "display_name", ("display_name: MobileNet", 1), "Unknown format code 'd'"),
+    ("expands-to-unknown-architecture", _edit("architecture: mobilenet_v2_{depth_percent:03d}",
+                                              "architecture: mobilenet_v2_{depth_percent}"),
+     "architecture", ("architecture:", 1), "unknown architecture 'mobilenet_v2_35'; allowed: .*" + NOTE),
+    ("expands-to-bad-url", _edit("url: https://", "url: ftp://"), "checkpoint.url",
+     ("url: ftp", 1), "has scheme 'ftp'; allowed: http, https, file" + NOTE[:-1]),
+    ("name-without-resolution", _edit("name: mobilenet_v2_{depth_percent:03d}_{resolution}",
+                                      "name: mobilenet_v2_{depth_percent:03d}"),
+     f"{V}[0].resolutions[1]", ("[96, 128, 160, 192, 224]", 1),
+     r"model mobilenet_v2_035 comes from variants\[0\] too"),
+    ("name-of-another-file", _edit("name: mobilenet_v2_{depth_percent", "name: mobilenet_v3_{depth_percent"),
+     "name", ("name:", 1), r"'mobilenet_v3_035_96' does not start with 'mobilenet_v2_'"),
+    ("handle-of-another-kind", _edit("_{resolution}/classification", "_{resolution}/feature_vector"),
+     "modules.classification.handle", ("handle:", 1),
+     "must look like google/.../classification" + NOTE[:-1]),
+    ("version-2-without-changelog", _edit(V2_CHANGELOG_2, ""),
+     "modules.classification.versions.2", ("      2:", 1),
+     r"version 2 needs an entry in card.changelog \(templates/_changelog.md.j2 has 1, 3, 4, 5\)"),
+    ("changelog-of-no-version", _edit(V2_CHANGELOG_2, V2_CHANGELOG_2.replace("    2:", "    2:", 1)
+                                      + "    7: [a]\n"),
+     "card.changelog.7", ("    7: [a]", 1), "version 7 is not a version of this spec's modules"),
+    ("changelog-item-empty", _edit(V2_CHANGELOG_2, V2_CHANGELOG_2 + "    4: ['  ']\n"),
+     "card.changelog.4[0]", ("    4: ['  ']", 1), "must not be empty"),
+]
+
+
+@pytest.mark.parametrize("edit, field, where, problem", [case[1:] for case in BAD_FAMILIES],
+                         ids=[case[0] for case in BAD_FAMILIES])
+def test_bad_variant_table(tmp_path, edit, field, where, problem):
+    text = edit(V2_FAMILY_TEXT)
+    line = _line(text, *where)
+    path = tmp_path / "mobilenet_v2.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(SpecError) as info:
+        specs.load_spec_file(path)
+    message = str(info.value)
+    prefix = f"{path}:{line}: {field}: "
+    assert message.startswith(prefix), (message, prefix)
+    assert re.search(problem, message[len(prefix):]), message
+    assert ERROR_RE.fullmatch(message) and len(message.splitlines()) == 1
+
+
+def test_bn_hparams_signatures_with_a_fixed_input_size(tmp_path):
+    """mobilenet_v2's version 3 (ZOO.md section 1): allowed for any spec."""
+    text = V2_TEXT.replace(V1_SIGS, V1_SIGS[:-1] + ", image_feature_vector_with_bn_hparams]", 1)
+    path = tmp_path / "inception_v2.yaml"
+    path.write_text(text)
+    version = specs.load_spec(path).modules["classification"].versions[1]
+    assert version.input_size == "fixed"
+    assert version.signatures[-1] == "image_feature_vector_with_bn_hparams"
+
+
 def test_bad_utf8(tmp_path):
     path = tmp_path / "inception_v2.yaml"
     path.write_bytes(V2_TEXT.encode().replace(b"name: Inception V2", b"name: Inception \xff2", 1))
@@ -483,15 +744,16 @@ def test_load_specs_reads_every_yaml_and_reports_the_bad_one(tmp_path):
 
 def _outcome(source, data):
     try:
-        spec = specs.parse_spec(data, source)
+        models = specs.parse_spec_file(data, source)
     except SpecError as exc:
         message = str(exc)
         assert len(message.splitlines()) == 1, message
         assert ERROR_RE.fullmatch(message), message
         assert message.startswith(f"{source}:"), message
         return None
-    assert isinstance(spec, specs.ModelSpec)
-    return spec
+    assert models and all(isinstance(spec, specs.ModelSpec) for spec in models.values())
+    assert all(name == spec.name for name, spec in models.items())
+    return models
 
 
 REAL = [(path, path.read_bytes()) for path in sorted(SPECS_DIR.glob("*.yaml"))]
@@ -580,6 +842,7 @@ def test_property_mutated_real_spec(case):
 
 def test_real_specs_round_trip_through_yaml_dump():
     # The mutation strategy relies on dumped, unmutated specs being valid.
+    assert {path.stem for path, _ in REAL_DOCS} >= set(FAMILIES)
     for path, doc in REAL_DOCS:
         data = yaml.safe_dump(doc, sort_keys=False).encode()
-        assert _outcome(path, data) == specs.load_spec(path)
+        assert _outcome(path, data) == specs.load_spec_file(path)
