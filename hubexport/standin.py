@@ -393,19 +393,60 @@ def pin_spec_text(text, size, checksum, source="spec"):
     return "".join(lines)
 
 
-def make_standin(architecture, out_dir, seed=0):
+def pin_variant_text(text, variant, size, checksum, source="spec"):
+    """Pins one model of a variant table: its row's ``published`` entry.
+
+    The file is re-written through YAML (comments are dropped: this is for
+    the spec copies stand-ins are built from, not for shipped specs): row
+    ``variant.index`` of ``variants`` gets ``published: {<resolution>:
+    {size, checksum}}`` for the model's resolution, other rows and
+    resolutions unchanged.
+
+    Args:
+      text: the spec file's text (a variant table).
+      variant: the model's :class:`hubexport.specs.Variant`.
+      size: the tarball's size in bytes.
+      checksum: its ``ALGO:HEX`` checksum.
+      source: the spec's path, for messages.
+
+    Returns:
+      the new text.
+
+    Raises:
+      BuildError: the text has no such row.
+    """
+    import yaml
+
+    data = yaml.safe_load(text)
+    try:
+        row = data["variants"][variant.index]
+    except (TypeError, KeyError, IndexError):
+        raise BuildError("%s: no variants[%d] row to pin the stand-in to"
+                         % (source, variant.index)) from None
+    published = row.get("published") or {}
+    published[variant.resolution] = {"size": int(size), "checksum": checksum}
+    row["published"] = published
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def make_standin(model, out_dir, seed=0):
     """Writes a stand-in checkpoint tarball and a spec pinned to it.
 
     Args:
-      architecture: a name of :data:`hubexport.nets.ARCHITECTURES` with a
-        manifest and a shipped spec of the same name.
+      model: a model name of the shipped specs (``hubexport list``), e.g.
+        ``inception_v2`` or, from a variant table, ``mobilenet_v1_025_128``;
+        its architecture needs a manifest.
       out_dir: directory to write to (created if missing). Receives
         ``<canonical tarball name>`` (e.g. ``inception_v2_2016_08_28.tar.gz``,
         holding the member ``inception_v2.ckpt``; for a manifest with
         ``"format": "v2"``, e.g. ``mobilenet_v1_1.0_224.tgz`` holding
         ``mobilenet_v1_1.0_224.ckpt.index``, ``.data-00000-of-00001`` and the
         stand-ins of :func:`extra_member_names`; see
-        :func:`write_standin_tarball`) and ``specs/<name>.yaml``.
+        :func:`write_standin_tarball`) and ``specs/<spec file name>``: the
+        shipped spec file pinned to the stand-in. For a model of a variant
+        table the file already in ``specs/`` (from an earlier call for
+        another model of the table) is pinned further, so one directory
+        can hold stand-ins of several variants.
       seed: int; the same seed gives byte-identical output.
 
     Returns:
@@ -413,35 +454,41 @@ def make_standin(architecture, out_dir, seed=0):
       ``sha256:...`` checksum).
 
     Raises:
-      UsageError: unknown architecture.
+      UsageError: unknown model.
       SpecError: the shipped spec is invalid.
-      BuildError: the shipped spec cannot be read or pinned, or disagrees with
-        the manifest about the tarball or member name; the manifest's
-        checkpoint format is unknown.
+      BuildError: the spec cannot be read or pinned, or (a spec of one
+        model) disagrees with the manifest about the tarball or member name;
+        the manifest's checkpoint format is unknown.
 
     Sizes and times (2-core CPU): Inception V2 about 41.7 MB in about 7 s,
     Inception-ResNet-V2 about 220 MB in about 20 s.
     """
     from hubexport import specs as specs_module
 
-    manifest = load_manifest(architecture)
-    spec_path = specs_module.default_specs_dir() / ("%s.yaml" % architecture)
-    try:
-        spec_text = spec_path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise BuildError("%s: cannot read the shipped spec (%s)" % (spec_path, e.strerror or e))
-    spec = specs_module.parse_spec(spec_text, spec_path)
+    shipped = specs_module.load_specs(specs_module.default_specs_dir())
+    if model not in shipped:
+        raise UsageError("unknown model %r; known: %s" % (model, ", ".join(shipped)))
+    spec = shipped[model]
+    manifest = load_manifest(spec.architecture)
     expected = manifest["header"]["checkpoint"]
-    if (spec.checkpoint.filename, spec.checkpoint.member) != (expected["tarball"],
-                                                               expected["member"]):
+    # A manifest names the tarball of its architecture at one resolution;
+    # a variant table's other resolutions have tarballs of their own names.
+    if spec.variant is None and (spec.checkpoint.filename, spec.checkpoint.member) != (
+            expected["tarball"], expected["member"]):
         raise BuildError("%s: checkpoint %s/%s differs from the manifest's %s/%s"
-                         % (spec_path, spec.checkpoint.filename, spec.checkpoint.member,
+                         % (spec.source, spec.checkpoint.filename, spec.checkpoint.member,
                             expected["tarball"], expected["member"]))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_dir = out_dir / "specs"
     spec_dir.mkdir(exist_ok=True)
+    spec_out = spec_dir / spec.source.name
+    spec_path = spec_out if spec.variant is not None and spec_out.is_file() else spec.source
+    try:
+        spec_text = spec_path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BuildError("%s: cannot read the spec (%s)" % (spec_path, e.strerror or e))
     tarball = out_dir / spec.checkpoint.filename
 
     work = Path(tempfile.mkdtemp(prefix=".standin-", dir=out_dir))
@@ -451,12 +498,17 @@ def make_standin(architecture, out_dir, seed=0):
                               tmp_tarball, expected["format"])
         hexdigest, size = _sha256_and_size(tmp_tarball)
         checksum = "sha256:" + hexdigest
-        pinned = pin_spec_text(spec_text, size, checksum, source=spec_path)
-        tmp_spec = work / (spec_path.name + ".part")
+        if spec.variant is None:
+            pinned = pin_spec_text(spec_text, size, checksum, source=spec_path)
+        else:
+            pinned = pin_variant_text(spec_text, spec.variant, size, checksum, source=spec_path)
+        tmp_spec = work / (spec_out.name + ".part")
         tmp_spec.write_text(pinned, encoding="utf-8")
-        specs_module.parse_spec(pinned, spec_dir / spec_path.name)  # still valid
+        got = specs_module.parse_spec_file(pinned, spec_out)[model]  # still valid
+        if got.checkpoint.checksum != checksum:
+            raise BuildError("%s: pinning %s did not take" % (spec_path, model))
         os.replace(tmp_tarball, tarball)
-        os.replace(tmp_spec, spec_dir / spec_path.name)
+        os.replace(tmp_spec, spec_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StandinResult(tarball=tarball, spec_dir=spec_dir, size=size, checksum=checksum)

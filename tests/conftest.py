@@ -67,9 +67,9 @@ def https_server(monkeypatch):
 #             manifests); cached under build/test-standins/<key>/ across
 #             sessions, keyed by the manifests, specs and the generator's source.
 #   mirror    a loopback HTTP server serving the stand-in tarballs.
-#   family    every module of the specs (every version and kind of every
-#             model) built once per session by `hubexport build --all` from
-#             that mirror; see the Family class.
+#   family    every module of the family's models (tests/family_support.py:
+#             every version and kind of each) built once per run by
+#             `hubexport build MODEL...` from that mirror; see the Family class.
 #
 # HUBEXPORT_TEST_MODELS=a,b (a development aid; CI never sets it) limits the
 # stand-ins and the family to those models; tests of other models then fail
@@ -159,10 +159,10 @@ class Family:
 
     def spec(self, model):
         """The stand-in spec (a :class:`hubexport.specs.ModelSpec`) of ``model``."""
-        if model not in _SPECS:
-            from hubexport.specs import load_spec
+        if not _SPECS:
+            from hubexport.specs import load_specs
 
-            _SPECS[model] = load_spec(self.specs_dir / ("%s.yaml" % model))
+            _SPECS.update(load_specs(self.specs_dir))
         return _SPECS[model]
 
     def checkpoint(self, model):
@@ -245,7 +245,7 @@ def family(standins, mirror):
         if results_file.is_file() and json.loads(results_file.read_text())["run"] == run:
             results = json.loads(results_file.read_text())["results"]
         else:
-            cmd = [sys.executable, "-m", "hubexport.cli", "build", "--all", "--json",
+            cmd = [sys.executable, "-m", "hubexport.cli", "build", *MODELS, "--json",
                    "--jobs", "2", "--specs", str(standins / "specs"),
                    "--mirror", mirror.base_url, "--cache-dir", str(cache),
                    "--output", str(output)]

@@ -25,9 +25,15 @@ from hubexport.formats import hub_protos
 
 pytestmark = pytest.mark.slow
 
-# An end point every image_feature_vector signature exports (TF-Slim's names).
-END_POINT = {"inception_v1": "Mixed_5b", "inception_v2": "Mixed_5b", "inception_v3": "Mixed_5b",
-             "inception_resnet_v2": "Mixed_5b"}
+# An end point every image_feature_vector signature exports (TF-Slim's
+# names), by architecture name prefix.
+END_POINT = {"inception": "Mixed_5b", "resnet": "block4", "mobilenet_v1": "Conv2d_13_pointwise",
+             "mobilenet_v2": "layer_19"}
+
+
+def _end_point(architecture):
+    (name,) = [v for k, v in END_POINT.items() if architecture.startswith(k)]
+    return name
 
 
 def _images(height, width, batch=2, seed=0):
@@ -37,11 +43,12 @@ def _images(height, width, batch=2, seed=0):
     return tf.constant(rng.uniform(0, 1, (batch, height, width, 3)).astype(np.float32))
 
 
-def _signatures(kind, version):
+def _signatures(kind, with_bn_hparams):
+    """The signatures the common image signatures give a module (tensorflow.org/hub)."""
     names = {"default", "image_feature_vector"}
     if kind == "classification":
         names.add("image_classification")
-    if version == 3:
+    if with_bn_hparams:
         names |= {n + "_with_bn_hparams" for n in names - {"default"}}
     return names
 
@@ -67,8 +74,17 @@ class Handle:
         self.net = get_net(self.spec.architecture)
         self.versions = self.spec.modules[kind].versions
         self.hub_versions = [v for v, s in self.versions.items() if s.format == "hub"]
+        self.variable_hub = [v for v in self.hub_versions
+                             if self.versions[v].input_size == "variable"]
+        self.fixed_hub = [v for v in self.hub_versions if self.versions[v].input_size == "fixed"]
+        self.variable_sm2 = all(s.input_size == "variable" for v, s in self.versions.items()
+                                if s.format == "saved_model_2")
         self.width = self.spec.num_classes if kind == "classification" else self.spec.feature_size
         self._loaded = {}
+
+    def bn_hparams(self, version):
+        """Whether the version has the *_with_bn_hparams signatures (its spec says)."""
+        return "image_feature_vector_with_bn_hparams" in self.versions[version].signatures
 
     def path(self, version):
         return self.family.module(self.model, self.kind, version)
@@ -123,7 +139,9 @@ def test_meta_graphs_tags_signatures_attachments(handle):
             (handle.path(version) / "saved_model.pb").read_bytes())
         assert sorted(tuple(m.meta_info_def.tags) for m in proto.meta_graphs) == [(), ("train",)]
         for meta_graph in proto.meta_graphs:
-            assert set(meta_graph.signature_def) == _signatures(handle.kind, version)
+            assert set(meta_graph.signature_def) == _signatures(handle.kind,
+                                                                handle.bn_hparams(version))
+            assert set(meta_graph.signature_def) == set(handle.versions[version].signatures)
             (attachment,) = meta_graph.collection_def["hub_module_attachments"].bytes_list.value
             key, value = hub_protos.parse_attachment(attachment)
             assert key == "image_module_info"
@@ -131,7 +149,7 @@ def test_meta_graphs_tags_signatures_attachments(handle):
             images = meta_graph.signature_def["default"].inputs["images"]
             fixed = handle.versions[version].input_size == "fixed"
             assert [d.size for d in images.tensor_shape.dim] == [-1] + [size if fixed else -1] * 2 + [3]
-            if version == 3:
+            if handle.bn_hparams(version):
                 bn = meta_graph.signature_def["image_feature_vector_with_bn_hparams"]
                 assert set(bn.inputs) == {"images", "batch_norm_momentum"}
             train = "train" in meta_graph.meta_info_def.tags
@@ -146,7 +164,7 @@ def test_hub_load_outputs_equal_the_checkpoint(handle):
     images = _images(size, size)
     logits, features = handle.family.checkpoint_function(handle.model)(images)
     assert np.abs(features.numpy()[0] - features.numpy()[1]).max() > 1e-3  # the inputs matter
-    end_point = "%s/%s" % (handle.spec.scope, END_POINT.get(handle.spec.architecture, "block4"))
+    end_point = "%s/%s" % (handle.spec.scope, _end_point(handle.spec.architecture))
     for version in handle.hub_versions:
         module = handle.load(version)
         feature_out = module.signatures["image_feature_vector"](images=images)
@@ -160,34 +178,41 @@ def test_hub_load_outputs_equal_the_checkpoint(handle):
             default = module.signatures["default"](images=images)["default"]
             assert _close(default.numpy(), logits.numpy()), version
         else:
-            assert set(module.signatures) == _signatures(handle.kind, version)
+            assert set(module.signatures) == _signatures(handle.kind, handle.bn_hparams(version))
         train = handle.load(version, tags=["train"])
-        name = "image_feature_vector" + ("_with_bn_hparams" if version == 3 else "")
-        kwargs = {"batch_norm_momentum": tf.constant(0.997)} if version == 3 else {}
+        bn = handle.bn_hparams(version)
+        name = "image_feature_vector" + ("_with_bn_hparams" if bn else "")
+        kwargs = {"batch_norm_momentum": tf.constant(0.997)} if bn else {}
         out = train.signatures[name](images=images, **kwargs)["default"]
         assert out.shape == (2, handle.spec.feature_size)
         assert np.isfinite(out.numpy()).all()
 
 
-def test_v3_takes_other_sizes_v1_refuses_them(handle):
+def test_variable_versions_take_other_sizes_fixed_ones_refuse_them(handle):
+    """v3 of most models takes any size; every fixed-size version (v1, MobileNet V2's all) refuses."""
     import tensorflow as tf
 
-    v3 = handle.load(3)
-    for height, width in ((299, 299), (331, 257), (160, 160)):
-        out = v3.signatures["default"](images=_images(height, width, batch=1))["default"]
-        assert out.shape == (1, handle.width)
+    for version in handle.variable_hub:
+        variable = handle.load(version)
+        for height, width in ((299, 299), (331, 257), (160, 160)):
+            out = variable.signatures["default"](images=_images(height, width, batch=1))["default"]
+            assert out.shape == (1, handle.width)
     size = handle.spec.image_size
     other = 299 if size != 299 else 224
-    with pytest.raises(tf.errors.InvalidArgumentError) as err:
-        handle.load(1).signatures["default"](images=_images(other, other, batch=1))
-    assert "this module takes only %dx%d pixel images" % (size, size) in str(err.value)
+    assert handle.fixed_hub
+    for version in handle.fixed_hub:
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            handle.load(version).signatures["default"](images=_images(other, other, batch=1))
+        assert "this module takes only %dx%d pixel images" % (size, size) in str(err.value)
 
 
 def test_below_min_size_is_a_clear_error(handle):
     import tensorflow as tf
 
+    if not handle.variable_hub:
+        pytest.skip("%s has no variable-size version" % handle.model)
     low = handle.net.min_image_size
-    default = handle.load(3).signatures["default"]
+    default = handle.load(handle.variable_hub[0]).signatures["default"]
     out = default(images=_images(low, low + 3, batch=1))["default"]
     assert out.shape == (1, handle.width)
     with pytest.raises(tf.errors.InvalidArgumentError) as err:
@@ -204,7 +229,8 @@ def test_v4_v5_equal_v3(handle):
     v4, v5 = handle.load(4), handle.load(5)
     assert not hasattr(v4, "signatures") or "serving_default" not in v4.signatures
     output_key = "logits" if handle.kind == "classification" else "feature_vector"
-    for height, width in ((handle.spec.image_size,) * 2, (257, 331)):
+    sizes = [(handle.spec.image_size,) * 2] + ([(257, 331)] if handle.variable_sm2 else [])
+    for height, width in sizes:
         images = tf.constant(rng.uniform(0, 1, (2, height, width, 3)).astype(np.float32))
         expected = v3(images=images)["default"].numpy()
         for name, got in (("v4", v4(images).numpy()),
@@ -228,7 +254,11 @@ def test_v4_reusable_savedmodel_attributes(handle):
     assert trainable and trainable < names
     assert not {n for n in trainable if "moving_" in n}
     losses = [float(f()) for f in obj.regularization_losses]
-    assert len(losses) > 50 and all(x > 0 for x in losses)
+    from hubexport.nets import variable_requests
+
+    classes = handle.spec.num_classes if handle.kind == "classification" else None
+    decayed = [r for r in variable_requests(handle.spec.architecture, classes) if r.weight_decay]
+    assert len(losses) == len(decayed) > 10 and all(x > 0 for x in losses)
 
 
 def _numbers(path):

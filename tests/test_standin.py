@@ -170,9 +170,9 @@ def test_pin_spec_text_without_checkpoint_block():
                               source="x.yaml")
 
 
-def test_unknown_architecture(tmp_path):
+def test_unknown_model(tmp_path):
     # (inception_v3 was the example until it became one of the nets.)
-    with pytest.raises(UsageError, match="unknown architecture 'no_such_net'"):
+    with pytest.raises(UsageError, match="unknown model 'no_such_net'; known: inception_resnet_v2"):
         standin.make_standin("no_such_net", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
