@@ -1,12 +1,14 @@
 """The TF2 client checks of the seeds' family, on one model of each family the zoo added.
 
-Inception V1, ResNet V1 50 and ResNet V2 50 (the session's ``family``
+Inception V1, ResNet V1 50, ResNet V2 50, MobileNet V1 0.50 at 160 pixels and
+MobileNet V2 0.35 at 96 pixels (the session's ``family``
 modules, built from stand-ins by the real CLI) through the clients users
 run: ``hub.KerasLayer`` in tf-keras fitted with ``trainable=True`` (a second
 interpreter, tests/clients/keras_fit.py), ``saved_model_cli run`` on version
 5's ``serving_default``, and a persistent ``tf.GradientTape``. The expected
 counts come from the checked-in manifests (read off TF-Slim's nets) and
-TF-Slim's arg scopes (weight decay 4e-5 for Inception, 1e-4 for ResNet),
+TF-Slim's arg scopes (weight decay 4e-5 for Inception and MobileNet, 1e-4
+for ResNet; MobileNet's depthwise weights carry none),
 not from our nets. The legacy ``hub.Module`` checks of the same models are
 in tests/test_legacy_hub_module.py.
 """
@@ -26,11 +28,17 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 KERAS_FIT = REPO / "tests" / "clients" / "keras_fit.py"
-CLIENT_MODELS = [m for m in ("inception_v1", "resnet_v1_50", "resnet_v2_50") if m in SPECS]
-# TF-Slim's L2 weight decay (inception_utils.inception_arg_scope, resnet_utils.resnet_arg_scope).
+CLIENT_MODELS = [m for m in ("inception_v1", "resnet_v1_50", "resnet_v2_50",
+                             "mobilenet_v1_050_160", "mobilenet_v2_035_96") if m in SPECS]
+# TF-Slim's L2 weight decay (inception_utils.inception_arg_scope,
+# resnet_utils.resnet_arg_scope, mobilenet_v1.mobilenet_v1_arg_scope,
+# mobilenet.training_scope).
 WEIGHT_DECAY = {m: 1e-4 if m.startswith("resnet") else 4e-5 for m in CLIENT_MODELS}
+# The logits layer's scope in each checkpoint (ZOO.md section 3).
 LOGITS = {"inception_v1": "InceptionV1/Logits/", "resnet_v1_50": "resnet_v1_50/logits/",
-          "resnet_v2_50": "resnet_v2_50/logits/"}
+          "resnet_v2_50": "resnet_v2_50/logits/",
+          "mobilenet_v1_050_160": "MobilenetV1/Logits/",
+          "mobilenet_v2_035_96": "MobilenetV2/Logits/"}
 
 
 def manifest_counts(model, kind):
