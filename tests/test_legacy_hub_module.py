@@ -12,7 +12,9 @@ its outputs; the tests below judge them.
 
 Checked for each v1/v3 module (classification / feature_vector x versions 1
 / 3) of the models in ``ARCHITECTURES``: the seeds' family and one model of
-each family the zoo added (Inception V1, ResNet V1, ResNet V2):
+each family the zoo added (Inception V1, ResNet V1, ResNet V2, MobileNet V1
+0.50 at 160 pixels, MobileNet V2 0.35 at 96 pixels, whose versions are all
+fixed-size and whose version 2 is checked too):
   * ``hub.Module(path)`` loads; signature names, input and output dtypes and
     shapes are the documented ones, in both graph variants;
   * ``hub.get_expected_image_size`` and the ``image_module_info`` attachment;
@@ -51,33 +53,60 @@ TIMEOUT = 1500  # seconds for one architecture's legacy run
 
 from family_support import SPECS  # noqa: E402
 
-# The slower ones start first.
+# The slower ones start first. (Model names: for the MobileNets, one variant
+# of each family's variant table.)
 ARCHITECTURES = tuple(a for a in ("inception_resnet_v2", "resnet_v1_50", "resnet_v2_50",
-                                  "inception_v2", "inception_v1") if a in SPECS)
+                                  "inception_v2", "inception_v1", "mobilenet_v1_050_160",
+                                  "mobilenet_v2_035_96") if a in SPECS)
+# Nets tf_slim 1.1.0 ships (the reference for which variables carry weight decay).
+TF_SLIM_NETS = ("inception_v1", "inception_v2", "resnet_v1_50", "resnet_v2_50")
 SIZES = {a: SPECS[a].image_size for a in ARCHITECTURES}
 FEATURES = {a: SPECS[a].feature_size for a in ARCHITECTURES}
 CLASSES = {a: SPECS[a].num_classes for a in ARCHITECTURES}
 SCOPES = {a: SPECS[a].scope for a in ARCHITECTURES}
 # An end point every image_feature_vector signature exports (TF-Slim's names).
-END_POINTS = {a: "Mixed_5b" if a.startswith("inception") else "block4" for a in ARCHITECTURES}
+_END_POINTS = {"inception": "Mixed_5b", "resnet": "block4",
+               "mobilenet_v1": "Conv2d_13_pointwise", "mobilenet_v2": "layer_19"}
+END_POINTS = {a: [v for k, v in _END_POINTS.items() if a.startswith(k)][0]
+              for a in ARCHITECTURES}
 # TF-Slim's arg scopes (inception_utils.inception_arg_scope; resnet_utils.
-# resnet_arg_scope): batch norm decay and L2 weight decay.
-SLIM_HPARAMS = {a: (0.997, 1e-4) if a.startswith("resnet") else (0.9997, 4e-5)
+# resnet_arg_scope; mobilenet_v1.mobilenet_v1_arg_scope; mobilenet's
+# training_scope): batch norm decay and L2 weight decay.
+_SLIM_HPARAMS = {"inception": (0.9997, 4e-5), "resnet": (0.997, 1e-4),
+                 "mobilenet_v1": (0.9997, 4e-5), "mobilenet_v2": (0.997, 4e-5)}
+SLIM_HPARAMS = {a: [v for k, v in _SLIM_HPARAMS.items() if a.startswith(k)][0]
                 for a in ARCHITECTURES}
 # The logits layer's scope in each checkpoint (ZOO.md).
 LOGITS = {a: SCOPES[a] + ("/logits/" if a.startswith("resnet") else "/Logits/")
           for a in ARCHITECTURES}
+
+
+def bn_hparams(arch, kind, version):
+    """Whether the module has the *_with_bn_hparams signatures (its spec says)."""
+    return ("image_feature_vector_with_bn_hparams"
+            in SPECS[arch].modules[kind].versions[version].signatures)
+
+
+def variable_size(arch, kind, version):
+    """Whether the module takes any image size (its spec says)."""
+    return SPECS[arch].modules[kind].versions[version].input_size == "variable"
+
+
 # The format checks (export round trip, files vs tensorflow-hub's exporter)
 # concern the TF1 Hub format writer, which no architecture changes: they run
 # on Inception V2's four modules. Every model gets the client checks (load,
 # signatures, image size, outputs, fine-tuning, regularization): the seeds'
 # family on all four v1/v3 modules, the zoo's models on classification v3
 # (bn_hparams signatures, the 0.99 default) and feature_vector v1 (TF-Slim's
-# own decay), which between them cover both kinds and both versions.
+# own decay), which between them cover both kinds and both versions; and
+# MobileNet V2's classification version 2 (the "Fixed broken UPDATE_OPS for
+# fine-tuning" version, which its version 1 here does not need).
 SEEDS = ("inception_v2", "inception_resnet_v2")
 MODULES = [(a, k, v) for a in ARCHITECTURES
-           for k in ("classification", "feature_vector") for v in (1, 3)
-           if a in SEEDS or (k, v) in (("classification", 3), ("feature_vector", 1))]
+           for k in ("classification", "feature_vector") for v in (1, 2, 3)
+           if v in SPECS[a].modules[k].versions
+           and (a in SEEDS or (k, v) in (("classification", 2), ("classification", 3),
+                                         ("feature_vector", 1)))]
 IDS = ["%s/%s/%d" % m for m in MODULES]
 FORMAT_MODULES = [m for m in MODULES if m[0] == "inception_v2"]
 FORMAT_IDS = ["%s/%s/%d" % m for m in FORMAT_MODULES]
@@ -98,12 +127,12 @@ def key_of(arch, kind, version):
     return "%s/%s/%d" % (arch, kind, version)
 
 
-def documented_signatures(kind, version):
+def documented_signatures(arch, kind, version):
     """The seed cards and the common image signatures."""
     names = {"default", "image_feature_vector"}
     if kind == "classification":
         names.add("image_classification")
-    if version == 3:
+    if bn_hparams(arch, kind, version):
         names |= {n + "_with_bn_hparams" for n in names - {"default"}}
     return sorted(names)
 
@@ -135,7 +164,7 @@ def reference_outputs(family, arch, batches):
         names = ["default", "image_feature_vector"] + (
             ["image_classification"] if kind == "classification" else [])
         for batch_name, batch in batches.items():
-            if batch_name != "images" and version != 3:
+            if batch_name != "images" and not variable_size(arch, kind, version):
                 continue
             for name in names:
                 value = loaded.signatures[name](images=tf.constant(batch))["default"]
@@ -170,13 +199,16 @@ class LegacyRuns:
             plan = {"architecture": arch, "images": str(work / "images.npz"),
                     "batch_norm_decay": decay, "weight_decay": weight_decay,
                     "image_size": SIZES[arch], "num_classes": CLASSES[arch],
-                    "tf_slim_net": None if arch == "inception_resnet_v2" else arch,
+                    "tf_slim_net": arch if arch in TF_SLIM_NETS else None,
                     "checks": (None if arch == "inception_v2"
                                else ["spec", "inference", "finetune"]),
                     "work_dir": str(work), "report": str(work / "report.json"),
                     "outputs": str(work / "outputs.npz"), "delete_exports": True,
                     "modules": [{"key": key_of(a, k, v), "path": str(family.module(a, k, v)),
-                                 "kind": k, "version": v} for a, k, v in MODULES if a == arch]}
+                                 "kind": k, "version": v,
+                                 "bn_hparams": bn_hparams(a, k, v),
+                                 "variable_size": variable_size(a, k, v)}
+                                for a, k, v in MODULES if a == arch]}
             (work / "plan.json").write_text(json.dumps(plan, indent=1))
             self.logs[arch] = work / "legacy.log"
             with open(self.logs[arch], "w") as log:
@@ -271,8 +303,8 @@ def test_legacy_client_versions(legacy, arch):
 
 def assert_documented_infos(arch, kind, version, signatures, inputs, outputs, where):
     """The documented dtypes and shapes of every signature's inputs and outputs."""
-    assert signatures == documented_signatures(kind, version), where
-    size = SIZES[arch] if version == 1 else None
+    assert signatures == documented_signatures(arch, kind, version), where
+    size = None if variable_size(arch, kind, version) else SIZES[arch]
     for name in signatures:
         expected = {"images": {"dtype": "float32", "shape": [None, size, size, 3], "is_sparse": False}}
         if name.endswith("_with_bn_hparams"):
@@ -330,7 +362,7 @@ def test_outputs_equal_hub_load_in_tf2(legacy, arch, kind, version):
     key = key_of(arch, kind, version)
     references = {k: v for k, v in legacy.references[arch].items() if k.startswith(key + "|")}
     assert sorted(record["inference"]["output_keys"]) == sorted(references)
-    batches = ["images"] + (["images_other"] if version == 3 else [])
+    batches = ["images"] + (["images_other"] if variable_size(arch, kind, version) else [])
     names = ["default", "image_feature_vector"] + (
         ["image_classification"] if kind == "classification" else [])
     assert len(references) == len(batches) * len(names)
@@ -362,7 +394,7 @@ def test_export_round_trips(legacy, arch, kind, version):
     _, outputs = legacy.result(arch)
     key = key_of(arch, kind, version)
     reexport = record["reexport"]
-    assert reexport["signatures"] == documented_signatures(kind, version)
+    assert reexport["signatures"] == documented_signatures(arch, kind, version)
     assert reexport["tags"] == [[], ["train"]]
     assert reexport["expected_image_size"] == [SIZES[arch]] * 2
     assert max_abs(outputs["%s|reexport|images" % key], outputs["%s|default|images" % key]) <= TOLERANCE
@@ -376,8 +408,8 @@ def test_fine_tuning_as_the_cards_show(legacy, arch, kind, version):
     record = legacy.module(arch, kind, version)
     no_errors(record, "finetune")
     ft = record["finetune"]
-    assert ft["signatures"] == documented_signatures(kind, version)
-    if version == 3:
+    assert ft["signatures"] == documented_signatures(arch, kind, version)
+    if bn_hparams(arch, kind, version):
         assert ft["signature"] == ("image_classification" if kind == "classification"
                                    else "image_feature_vector") + "_with_bn_hparams"
         assert ft["momentum"] == 0.997
@@ -424,16 +456,21 @@ def tf_slim_regularized(legacy, arch, kind):
     Inception-ResNet-V2 (not in tf_slim): its arg scope puts
     ``weights_regularizer`` and ``biases_regularizer`` on every conv2d and
     fully_connected, i.e. every ``weights`` and ``biases`` in the checkpoint;
-    the auxiliary head is not part of the modules.
+    the auxiliary head is not part of the modules. The MobileNets (not in
+    tf_slim): ``mobilenet_v1_arg_scope`` (``regularize_depthwise=False``) and
+    mobilenet's ``training_scope`` regularize the ``weights`` of every
+    conv2d, the logits included, and neither ``depthwise_weights`` nor biases.
     """
-    if arch != "inception_resnet_v2":
+    if arch in TF_SLIM_NETS:
         report, _ = legacy.result(arch)
         no_errors(report, "tf_slim_regularized")
         names = report["tf_slim_regularized"]
     else:
-        manifest = json.loads((REPO / "hubexport" / "data" / ("%s_manifest.json" % arch)).read_text())
+        manifest = json.loads((REPO / "hubexport" / "data" / (
+            "%s_manifest.json" % SPECS[arch].architecture)).read_text())
+        regularized = ("weights", "biases") if arch == "inception_resnet_v2" else ("weights",)
         names = [v["name"] for v in manifest["variables"]
-                 if v["name"].rsplit("/", 1)[-1] in ("weights", "biases") and "/AuxLogits/" not in v["name"]]
+                 if v["name"].rsplit("/", 1)[-1] in regularized and "/AuxLogits/" not in v["name"]]
     if kind == "feature_vector":
         names = [n for n in names if not n.startswith(LOGITS[arch])]
     return sorted(names)

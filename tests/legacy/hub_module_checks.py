@@ -24,8 +24,11 @@ PLAN.json:
   ``tf_slim_net`` (optional) the name of tf_slim 1.1.0's net function of the
                same architecture (``tf_slim.nets.<module>.<name>``), whose
                regularized variables are reported;
-  ``modules``  a list of {"key", "path", "kind", "version"}; key is
-               "<architecture>/<kind>/<version>";
+  ``modules``  a list of {"key", "path", "kind", "version", "bn_hparams",
+               "variable_size"}; key is "<architecture>/<kind>/<version>";
+               ``bn_hparams`` (the *_with_bn_hparams signatures) and
+               ``variable_size`` (``images_other`` runs too) default to
+               ``version == 3``, as for every model but MobileNet V2;
   ``delete_exports`` (optional) remove each module's exports once compared;
   ``checks``   (optional) the checks to run: a subset of "spec", "inference",
                "reexport", "finetune", "compare" (default: all).
@@ -167,7 +170,7 @@ def check_inference(mod, batches, work_dir):
             sess.run(tf.compat.v1.global_variables_initializer())
             result["init_seconds"] = round(time.time() - start, 2)
             for batch_name, batch in batches.items():
-                if batch_name != "images" and mod["version"] != 3:
+                if batch_name != "images" and not mod.get("variable_size", mod["version"] == 3):
                     continue
                 values = sess.run(fetches, {images: batch})
                 for sig, value in values.items():
@@ -286,7 +289,7 @@ def check_finetune(mod, batches, default_momentum_check):
         module = hub.Module(mod["path"], trainable=True, tags={"train"})
         result["signatures"] = sorted(module.get_signature_names())
         images = tf.constant(batches["images"])
-        if version == 3:
+        if mod.get("bn_hparams", version == 3):
             signature = ("image_classification" if kind == "classification"
                          else "image_feature_vector") + "_with_bn_hparams"
             output = module(inputs=dict(images=images, batch_norm_momentum=CARD_MOMENTUM),
@@ -765,7 +768,8 @@ def main(plan_path):
             run_check(record, "reexport", check_reexport, mod, batches, reexport_dir)
         if "finetune" in checks:
             run_check(record, "finetune", check_finetune, mod, batches,
-                      mod["version"] == 3 and mod["kind"] == "classification")
+                      mod.get("bn_hparams", mod["version"] == 3)
+                      and mod["kind"] == "classification")
         compare = None
         if "compare" in checks:
             compare = run_check(record, "compare", check_compare, mod, reexport_dir,
