@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # share a module or session fixture stay on one; see tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: install install-legacy demo test test-fast test-legacy bench clean
+.PHONY: install install-legacy demo test test-fast test-legacy bench build-all clean
 
 install: $(BIN)/.installed
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -45,6 +45,17 @@ test-legacy: install install-legacy
 bench: install
 	$(BIN)/python -m compileall -q hubexport
 	$(BIN)/python benchmarks/run.py
+
+# Every module of every shipped spec (48 models, 428 modules) and its card
+# into $(MODULES_DIR), from the canonical URLs. Most sources have no published
+# checksum: once you accept that, pass BUILD_ARGS=--allow-unpinned (plus e.g.
+# --mirror URL for a local copy of the tarballs). The test suite builds a
+# representative set (README: Tests); `make bench` times a build of all.
+MODULES_DIR ?= modules
+BUILD_JOBS ?= 2
+BUILD_ARGS ?=
+build-all: install
+	$(BIN)/hubexport build --all --jobs $(BUILD_JOBS) --output $(MODULES_DIR) $(BUILD_ARGS)
 
 clean:
 	rm -rf build modules .pytest_cache
