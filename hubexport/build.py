@@ -577,6 +577,6 @@ def write_module(architecture, version_spec, values, out_dir, *, num_classes, im
         from hubexport.formats.saved_model_2 import write_saved_model_2
 
         write_saved_model_2(architecture, values, str(out_dir), num_classes=num_classes,
-                            image_size=image_size,
+                            image_size=image_size, input_size=version_spec.input_size,
                             serving_default="serving_default" in version_spec.signatures,
                             input_mapping=input_mapping)

@@ -32,10 +32,13 @@ Checks per module (each a :class:`Check` with a one-line detail):
   TF2 SavedModel (an object graph, no ``tfhub_module.pb``), as the spec says;
 * ``tag_sets``: ``{}`` and ``{train}`` (TF1 Hub format) or ``{serve}`` (TF2);
 * ``signatures``: exactly the spec's signatures in every tag set, each with
-  its inputs (``images`` float32 [-1, S, S, 3] for fixed size S, or
-  [-1, -1, -1, 3]; ``batch_norm_momentum`` float32 scalar; ``inputs`` for
-  ``serving_default``) and outputs (``default``/``logits``/``feature_vector``
-  float32 [-1, 1001] or [-1, FEATURE_SIZE]);
+  its inputs (``images``, or ``inputs`` for ``serving_default``: float32
+  [-1, S, S, 3] for the fixed size S, or [-1, -1, -1, 3] for a variable
+  size; ``batch_norm_momentum`` float32 scalar) and outputs
+  (``default``/``logits``/``feature_vector`` float32 [-1, 1001] or
+  [-1, FEATURE_SIZE]); for a TF2 SavedModel also the root ``__call__``: its
+  concrete functions (``training`` False and True) take ``inputs`` of that
+  same float32 shape;
 * ``image_module_info``: the ``hub_module_attachments`` of every meta graph
   say the default image size is S x S (TF1 Hub format only);
 * ``variables``: the module's variables are exactly those the net asks for
@@ -570,7 +573,7 @@ class _Checker:
 
     def _signatures(self, state):
         target = state["target"]
-        spec, version = target.spec, target.version
+        version = target.version
         expected = set(version.signatures)
         problems = []
         for meta_graph in self._saved_model(state).meta_graphs:
@@ -598,13 +601,15 @@ class _Checker:
                                 "tag set %s: %s %s %s has %s %s, expected float32 %s"
                                 % (tags, name, side, key, _dtype_name(got[key].dtype),
                                    shape, want[key]))
+        if version.format != "hub":
+            problems += _call_problems(self._saved_model(state), _image_shape(target))
         if problems:
             more = " (and %d more)" % (len(problems) - 3) if len(problems) > 3 else ""
             return Check("signatures", False, "; ".join(problems[:3]) + more)
-        size = spec.image_size if version.input_size == "fixed" else -1
-        return Check("signatures", True, "%s; images [-1, %d, %d, 3]"
-                     % (", ".join(sorted(expected)) or "none (reusable SavedModel API)",
-                        size, size))
+        names = ", ".join(sorted(expected)) or "no signatures"
+        if version.format != "hub":
+            names += " and __call__ (reusable SavedModel API)"
+        return Check("signatures", True, "%s; images %s" % (names, _image_shape(target)))
 
     def _image_module_info(self, state):
         from hubexport.formats import hub_protos
@@ -735,15 +740,56 @@ def _index_check(entry, target):
                  % (entry["size"], entry["sha256"]))
 
 
+def _image_shape(target):
+    """The images' shape the spec gives: [-1, S, S, 3] at its fixed size S, or [-1, -1, -1, 3]."""
+    size = target.spec.image_size if target.version.input_size == "fixed" else -1
+    return [-1, size, size, 3]
+
+
+def _call_problems(proto, want):
+    """What is wrong with the root ``__call__`` of a TF2 SavedModel (list of str).
+
+    Args:
+      proto: the ``SavedModel`` proto.
+      want: the images' expected shape (list, -1 for any).
+
+    Each concrete function of ``__call__`` (TF-Hub's reusable SavedModel API)
+    must take float32 images of shape ``want`` as its first argument; the
+    canonicalized input signature is ((args...), {kwargs}).
+    """
+    graph = proto.meta_graphs[0].object_graph_def
+    children = {c.local_name: c.node_id for c in graph.nodes[0].children}
+    if "__call__" not in children or \
+            graph.nodes[children["__call__"]].WhichOneof("kind") != "function":
+        return ["no __call__ function (reusable SavedModel API)"]
+    names = list(graph.nodes[children["__call__"]].function.concrete_functions)
+    if not names:
+        return ["__call__ has no concrete functions"]
+    problems = []
+    for name in names:
+        signature = graph.concrete_functions[name].canonicalized_input_signature
+        args = signature.tuple_value.values[0].tuple_value.values \
+            if len(signature.tuple_value.values) == 2 else []
+        spec = args[0].tensor_spec_value if args and args[0].HasField("tensor_spec_value") \
+            else None
+        if spec is None:
+            problems.append("__call__ takes no images tensor first")
+            continue
+        shape = None if spec.shape.unknown_rank else [d.size for d in spec.shape.dim]
+        if spec.dtype != _DT_FLOAT or shape != want:
+            problems.append("__call__ input %s has %s %s, expected float32 %s"
+                            % (spec.name or "images", _dtype_name(spec.dtype), shape, want))
+    return sorted(set(problems))
+
+
 def _signature_io(target, name):
     """(inputs, outputs): dict key -> expected shape (list) of one signature."""
-    spec, version = target.spec, target.version
-    size = spec.image_size if version.input_size == "fixed" else -1
-    image = [-1, size, size, 3]
+    spec = target.spec
+    image = _image_shape(target)
     classes, features = [-1, spec.num_classes], [-1, spec.feature_size]
     if name == "serving_default":
         key = "logits" if target.kind == "classification" else "feature_vector"
-        return {"inputs": [-1, -1, -1, 3]}, {key: classes if key == "logits" else features}
+        return {"inputs": image}, {key: classes if key == "logits" else features}
     inputs = {"images": image}
     if name.endswith("_with_bn_hparams"):
         inputs["batch_norm_momentum"] = []

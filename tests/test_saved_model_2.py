@@ -91,7 +91,7 @@ def modules(tmp_path_factory, values):
                                       ("fv_v5", None, True)):
         paths[key] = str(root / key)
         write_saved_model_2(ARCH, values, paths[key], num_classes=num_classes,
-                            image_size=IMAGE_SIZE, serving_default=serving,
+                            image_size=IMAGE_SIZE, input_size="variable", serving_default=serving,
                             input_mapping=INCEPTION_INPUT_MAPPING)
     return paths
 
@@ -105,7 +105,7 @@ def test_missing_variables_are_listed(tmp_path, values):
     out = tmp_path / "m"
     with pytest.raises(CheckpointError) as info:
         write_saved_model_2(ARCH, partial, str(out), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=True,
+                            image_size=IMAGE_SIZE, input_size="variable", serving_default=True,
                             input_mapping=INCEPTION_INPUT_MAPPING)
     message = str(info.value)
     assert "2 variable(s)" in message
@@ -120,7 +120,7 @@ def test_wrong_shape_is_a_checkpoint_error(tmp_path, values):
     bad["InceptionV2/Logits/Conv2d_1c_1x1/biases"] = np.zeros([1000], np.float32)
     with pytest.raises(CheckpointError, match=r"Conv2d_1c_1x1/biases has shape \[1000\]"):
         write_saved_model_2(ARCH, bad, str(tmp_path / "m"), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=False,
+                            image_size=IMAGE_SIZE, input_size="variable", serving_default=False,
                             input_mapping=INCEPTION_INPUT_MAPPING)
     assert not (tmp_path / "m").exists()
 
@@ -128,13 +128,18 @@ def test_wrong_shape_is_a_checkpoint_error(tmp_path, values):
 def test_existing_out_dir_and_unknown_architecture(tmp_path, values):
     with pytest.raises(BuildError, match="exists already"):
         write_saved_model_2(ARCH, values, str(tmp_path), num_classes=NUM_CLASSES,
-                            image_size=IMAGE_SIZE, serving_default=False,
+                            image_size=IMAGE_SIZE, input_size="variable", serving_default=False,
                             input_mapping=INCEPTION_INPUT_MAPPING)
     with pytest.raises(UsageError, match="unknown architecture"):
         write_saved_model_2("vgg_16", values, str(tmp_path / "m"),
-                            num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
+                            num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, input_size="variable",
                             serving_default=False,
                             input_mapping=INCEPTION_INPUT_MAPPING)
+    with pytest.raises(UsageError, match=r"input_size 'fix': use one of fixed, variable"):
+        write_saved_model_2(ARCH, values, str(tmp_path / "m"), num_classes=NUM_CLASSES,
+                            image_size=IMAGE_SIZE, input_size="fix", serving_default=False,
+                            input_mapping=INCEPTION_INPUT_MAPPING)
+    assert not (tmp_path / "m").exists()
 
 
 # --- hub.load --------------------------------------------------------------
@@ -325,3 +330,20 @@ def test_persistent_gradient_tape(modules):
     """Fine-tuning under a persistent tape: finite gradients, twice (~15-35 s: TF
     builds the higher-order gradient functions of the loaded graph once)."""
     persistent_gradient_tape(modules["cls_v5"], 141)
+
+
+@pytest.mark.slow
+def test_verify_reads_the_variable_size_of_call(modules):
+    """hubexport verify's __call__ check on these (variable-size) modules: both concrete
+    functions take [-1, -1, -1, 3], so a fixed-size spec's [-1, 224, 224, 3] fails."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from hubexport.verify import _call_problems
+
+    for key in ("cls_v5", "fv_v4"):
+        proto = saved_model_pb2.SavedModel.FromString(
+            (Path(modules[key]) / "saved_model.pb").read_bytes())
+        assert _call_problems(proto, [-1, -1, -1, 3]) == []
+        assert _call_problems(proto, [-1, 224, 224, 3]) == [
+            "__call__ input inputs has float32 [-1, -1, -1, 3], expected float32 "
+            "[-1, 224, 224, 3]"]

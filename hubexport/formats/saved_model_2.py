@@ -8,11 +8,20 @@ The written SavedModel implements TensorFlow Hub's reusable SavedModel API
   * ``__call__(inputs, training=False, batch_norm_momentum=0.99)``: a
     ``tf.function`` with two concrete functions, ``training=True`` and
     ``training=False``, each taking ``inputs`` float32
-    [batch, height, width, 3] (RGB, values in [0, 1], any batch size, height
-    and width) and ``batch_norm_momentum`` a float32 scalar (a Python float is
-    accepted too). It returns float32 logits [batch, num_classes] for a
+    [batch, height, width, 3] (RGB, values in [0, 1], any batch size; any
+    height and width for a variable input size, exactly the spec's
+    image_size S, i.e. [batch, S, S, 3], for a fixed input size) and
+    ``batch_norm_momentum`` a float32 scalar (a Python float is accepted
+    too). It returns float32 logits [batch, num_classes] for a
     classification module or float32 features [batch, FEATURE_SIZE] for a
-    feature_vector module;
+    feature_vector module. At a fixed size (mobilenet_v2's TF2 versions,
+    ZOO.md section 1), a call with other images fails with TensorFlow's
+    ``ValueError`` "Could not find matching concrete function to call loaded
+    from the SavedModel", which lists the accepted shape; callers that
+    TensorFlow lets through anyway (a loaded ``serving_default``, a tf-keras
+    model built at S x S then called on other images) hit the graph's own
+    check, an ``InvalidArgumentError`` "this module takes only SxS pixel
+    images (height x width)", the TF1 Hub format writer's message;
   * ``variables``: every ``tf.Variable`` of the net (checkpoint names,
     e.g. ``InceptionV2/Conv2d_2b_1x1/weights``), in the order the net asks
     for them;
@@ -24,7 +33,8 @@ The written SavedModel implements TensorFlow Hub's reusable SavedModel API
 
 Version 5 also has the SignatureDef ``serving_default`` (tag set ``serve``):
 
-  * input ``inputs``: float32 [None, None, None, 3], values in [0, 1];
+  * input ``inputs``: float32 [None, None, None, 3] (variable input size)
+    or [None, S, S, 3] (fixed input size S), values in [0, 1];
   * output ``logits`` (classification, float32 [None, num_classes]) or
     ``feature_vector`` (feature_vector, float32 [None, FEATURE_SIZE]),
     computed in inference mode (``training=False``).
@@ -37,12 +47,15 @@ The net is the single definition in :mod:`hubexport.nets`, built through a
 import functools
 import os
 
-from hubexport.errors import BuildError, CheckpointError
+from hubexport.errors import BuildError, CheckpointError, UsageError
 
 #: Default of ``batch_norm_momentum`` in ``__call__``: the value
 #: ``image_*_with_bn_hparams`` signatures of version 3 use (see FACTS.md,
 #: "The published module family").
 DEFAULT_BATCH_NORM_MOMENTUM = 0.99
+
+#: The spec's input_size values (hubexport/spec.schema.yaml).
+INPUT_SIZES = ("fixed", "variable")
 
 #: Name of the version-5 serving signature and of its input.
 SERVING_SIGNATURE = "serving_default"
@@ -73,6 +86,12 @@ def _image_module_class():
           image_size: height and width in pixels of the tiny eager batch run
             once to create the variables (the net's default size).
           input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's).
+          fixed_size: None (any input size), or the only height and width
+            in pixels ``__call__`` accepts: its graph then checks the images'
+            size at run time (an ``InvalidArgumentError`` for other sizes),
+            for the callers that TensorFlow lets through whatever the
+            signature's shape (a loaded ``serving_default`` runs on any
+            shape in TF 2.21).
 
         Raises:
           CheckpointError: ``values`` lacks variables the net asks for, or
@@ -86,9 +105,11 @@ def _image_module_class():
         trainable_variables = ()
         regularization_losses = ()
 
-        def __init__(self, architecture, values, num_classes, image_size, input_mapping):
+        def __init__(self, architecture, values, num_classes, image_size, input_mapping,
+                     fixed_size=None):
             super().__init__(name=None)
             self._architecture = architecture
+            self._fixed_size = fixed_size
             self._num_classes = num_classes
             self._input_mapping = input_mapping
             by_name = {}
@@ -149,6 +170,8 @@ def _image_module_class():
             self.regularization_losses = [_l2_loss_fn(tf, var, decay) for decay, var in decayed]
 
         def _forward(self, inputs, training, batch_norm_momentum):
+            if self._fixed_size is not None:
+                inputs = _check_fixed_size(tf, inputs, self._fixed_size)
             ctx = NetContext(self._lookup, training=training,
                              batch_norm_momentum=batch_norm_momentum)
             logits, features, _ = build_net(self._architecture, ctx, inputs,
@@ -162,7 +185,9 @@ def _image_module_class():
             """Runs the net.
 
             Args:
-              inputs: float32 [batch, height, width, 3], RGB in [0, 1].
+              inputs: float32 [batch, height, width, 3], RGB in [0, 1]
+                (height = width = the spec's image_size for a fixed-size
+                module).
               training: Python bool; True runs batch norm on batch
                 statistics, updates the moving averages
                 (``moving -= (moving - batch) * (1 - batch_norm_momentum)``)
@@ -178,6 +203,21 @@ def _image_module_class():
     return ImageModule
 
 
+def _check_fixed_size(tf, images, size):
+    """``images`` (float32 [batch, h, w, 3]) once a run-time check says h = w = ``size`` pixels.
+
+    The same check, with the same message, as the TF1 Hub format writer's
+    fixed size (hubexport.formats.hub_tf1.build_graph).
+    """
+    with tf.name_scope("check_fixed_size"):
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:3], tf.constant([size, size]),
+            message="this module takes only %dx%d pixel images (height x width)"
+                    % (size, size))
+        with tf.control_dependencies([check]):
+            return tf.identity(images, name="images_checked")
+
+
 def _l2_loss_fn(tf, var, weight_decay):
     """An argument-less tf.function returning ``weight_decay * l2_loss(var)`` (float32 scalar)."""
 
@@ -189,7 +229,7 @@ def _l2_loss_fn(tf, var, weight_decay):
 
 
 def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_size,
-                        serving_default, input_mapping):
+                        input_size, serving_default, input_mapping):
     """Writes a TF2 reusable SavedModel (module version 4, or 5 with a serving signature).
 
     Must be called with TensorFlow in eager mode (the TF2 default). The API of
@@ -197,8 +237,9 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
     ``__call__(inputs, training=False, batch_norm_momentum=0.99)`` with
     ``variables``, ``trainable_variables``, ``regularization_losses``; for
     version 5 also the SignatureDef ``serving_default`` with input ``inputs``
-    (float32 [None, None, None, 3]) and output ``logits`` (classification) or
-    ``feature_vector`` (feature_vector).
+    (float32 [None, None, None, 3], or [None, S, S, 3] at a fixed size S) and
+    output ``logits`` (classification) or ``feature_vector``
+    (feature_vector).
 
     Args:
       architecture: a name of :data:`hubexport.nets.ARCHITECTURES`.
@@ -208,16 +249,21 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
         (the caller writes to a temporary path and renames).
       num_classes: the checkpoint's class count for a classification
         module, None for a feature_vector module.
-      image_size: the net's default input size in pixels (the spec's
+      image_size: the net's default input size S in pixels (the spec's
         image_size); used for the tiny batch that creates the variables.
-        The module accepts any size from the net's min_image_size on.
+      input_size: "variable" (``__call__`` and ``serving_default`` take
+        images of any size from the net's min_image_size on, shape
+        [None, None, None, 3]) or "fixed" (only S x S pixels, shape
+        [None, S, S, 3], as the TF1 Hub format writer's fixed size), the
+        spec's input_size.
       serving_default: True for version 5 (adds the ``serving_default``
         SignatureDef), False for version 4 (no SignatureDefs).
       input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's),
         from inputs in [0, 1] to the checkpoint's input range.
 
     Raises:
-      UsageError: unknown architecture.
+      UsageError: unknown architecture, or input_size neither "fixed" nor
+        "variable".
       CheckpointError: ``values`` lacks variables the net needs (all missing
         names are listed) or a value has the wrong shape.
       BuildError: ``out_dir`` exists already, or TensorFlow is not in eager
@@ -228,15 +274,18 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
     from hubexport.nets import get_net
 
     get_net(architecture)  # UsageError for an unknown architecture, before any work
+    if input_size not in INPUT_SIZES:
+        raise UsageError("input_size %r: use one of %s" % (input_size, ", ".join(INPUT_SIZES)))
     if os.path.exists(out_dir):
         raise BuildError("%s exists already; the SavedModel writer needs a new directory"
                          % out_dir)
     if not tf.executing_eagerly():
         raise BuildError("write_saved_model_2 needs TensorFlow's eager mode (TF2 behaviour)")
 
+    size = int(image_size) if input_size == "fixed" else None  # None: any height, width
     module = _image_module_class()(architecture, values, num_classes, int(image_size),
-                                   input_mapping)
-    images = tf.TensorSpec([None, None, None, 3], tf.float32, name=SERVING_INPUT)
+                                   input_mapping, fixed_size=size)
+    images = tf.TensorSpec([None, size, size, 3], tf.float32, name=SERVING_INPUT)
     momentum = tf.TensorSpec([], tf.float32, name="batch_norm_momentum")
     for training in (False, True):
         module.__call__.get_concrete_function(images, training=training,
