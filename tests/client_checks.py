@@ -30,13 +30,15 @@ def images(batch, size, seed):
     return rng.uniform(0.0, 1.0, [batch, size, size, 3]).astype(np.float32)
 
 
-def saved_model_cli_matches_hub_load(path, num_classes, tmp_path):
+def saved_model_cli_matches_hub_load(path, num_classes, tmp_path, fixed_size=None):
     """``saved_model_cli`` shows and runs serving_default; its logits equal hub.load's.
 
     Args:
       path: a classification module of version 5 (str).
       num_classes: its logits' length.
       tmp_path: a scratch directory (Path).
+      fixed_size: the module's fixed image size in pixels, or None for a
+        variable-size module (then images of 160 x 160 pixels are run).
     """
     import tensorflow as tf
     import tensorflow_hub as hub
@@ -46,9 +48,10 @@ def saved_model_cli_matches_hub_load(path, num_classes, tmp_path):
                  "--signature_def", "serving_default"])
     assert shown.returncode == 0, shown.stderr
     assert "inputs['inputs']" in shown.stdout and "outputs['logits']" in shown.stdout
-    assert "shape: (-1, -1, -1, 3)" in shown.stdout
+    dims = "%d, %d" % (fixed_size, fixed_size) if fixed_size else "-1, -1"
+    assert "shape: (-1, %s, 3)" % dims in shown.stdout
     assert "shape: (-1, %d)" % num_classes in shown.stdout
-    batch = images(2, 160, seed=3)
+    batch = images(2, fixed_size or 160, seed=3)
     np.save(tmp_path / "x.npy", batch)
     out = tmp_path / "out"
     proc = run([cli, "run", "--dir", path, "--tag_set", "serve",
@@ -63,18 +66,19 @@ def saved_model_cli_matches_hub_load(path, num_classes, tmp_path):
     assert np.abs(want[0] - want[1]).max() > 1e-2 * scale  # the two images differ
 
 
-def persistent_gradient_tape(path, n_trainable):
+def persistent_gradient_tape(path, n_trainable, size=160):
     """Finite, non-zero gradients of every trainable variable, twice the same.
 
     Args:
       path: a classification module of version 5 (str).
       n_trainable: the number of trainable variables it must have.
+      size: image height and width in pixels (a fixed-size module's size).
     """
     import tensorflow as tf
     import tensorflow_hub as hub
 
     module = hub.load(path)
-    batch = tf.constant(images(2, 160, seed=5))
+    batch = tf.constant(images(2, size, seed=5))
     labels = tf.constant([3, 7])
     with tf.GradientTape(persistent=True) as tape:
         logits = module(batch, training=True, batch_norm_momentum=0.9)

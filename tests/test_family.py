@@ -241,6 +241,12 @@ def test_v4_v5_equal_v3(handle):
             diff = float(np.abs(got - expected).max()) / max(1.0, float(np.abs(expected).max()))
             assert diff <= 1e-5, "%s differs from v3 by %g (relative) at %dx%d" % (
                 name, diff, height, width)
+    if not handle.variable_sm2:  # fixed size (MobileNet V2): other sizes are refused
+        other = tf.constant(rng.uniform(0, 1, (1, 160, 192, 3)).astype(np.float32))
+        for call in (v4, lambda x: v5(x, training=False),
+                     lambda x: v5.signatures["serving_default"](inputs=x)):
+            with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+                call(other)
 
 
 def test_v4_reusable_savedmodel_attributes(handle):

@@ -85,12 +85,18 @@ def test_keras_fit_trainable(keras_results, model, kind, version):
 
 @pytest.mark.parametrize("model", CLIENT_MODELS)
 def test_saved_model_cli_runs_serving_default(family, model, tmp_path):
+    spec = SPECS[model]
+    fixed = spec.modules["classification"].versions[5].input_size == "fixed"
     saved_model_cli_matches_hub_load(str(family.module(model, "classification", 5)),
-                                     SPECS[model].num_classes, tmp_path)
+                                     spec.num_classes, tmp_path,
+                                     fixed_size=spec.image_size if fixed else None)
 
 
 @pytest.mark.parametrize("model", CLIENT_MODELS)
 def test_persistent_gradient_tape(family, model):
     """Fine-tuning under a persistent tape: finite, non-zero gradients, twice the same."""
+    spec = SPECS[model]
+    fixed = spec.modules["classification"].versions[5].input_size == "fixed"
     persistent_gradient_tape(str(family.module(model, "classification", 5)),
-                             manifest_counts(model, "classification")[0])
+                             manifest_counts(model, "classification")[0],
+                             size=spec.image_size if fixed else 160)
