@@ -13,12 +13,10 @@ image sizes, that the moving averages of the ``{"train"}`` graph move by
 ``hubexport verify``.
 """
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-import yaml
+
+from spec_build_support import build_with_edited_spec, cli as _cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,38 +26,22 @@ BN_SIGNATURES = {"classification": ["image_classification_with_bn_hparams",
                  "feature_vector": ["image_feature_vector_with_bn_hparams"]}
 
 
-def _cli(*args):
-    result = subprocess.run([sys.executable, "-m", "hubexport.cli", *map(str, args)],
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """(output dir, spec dir): versions 2 and 3 of inception_v1 at a fixed size."""
-    from hubexport.standin import make_standin
-    from hubexport.tfimport import import_tensorflow
 
-    import_tensorflow()
-    root = tmp_path_factory.mktemp("fixed-bn")
-    standin = make_standin("inception_v1", root / "mirror", seed=0)
-    spec_file = standin.spec_dir / "inception_v1.yaml"
-    doc = yaml.safe_load(spec_file.read_text())
-    for kind, family in doc["modules"].items():
-        v1, v3 = family["versions"][1], family["versions"][3]
-        family["versions"] = {
-            2: dict(v1),  # version 1's signatures, fixed size
-            3: dict(v3, input_size="fixed"),  # with the bn_hparams signatures
-        }
-        assert [s for s in v3["signatures"] if s.endswith("_with_bn_hparams")] == \
-            BN_SIGNATURES[kind]
-    doc["card"]["changelog"] = {2: ["Fixed broken UPDATE_OPS for fine-tuning."]}
-    spec_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    output = root / "modules"
-    _cli("build", "inception_v1", "--specs", standin.spec_dir, "--mirror", root / "mirror",
-         "--cache-dir", root / "cache", "--output", output)
-    return output, standin.spec_dir
+    def edit(doc):
+        for kind, family in doc["modules"].items():
+            v1, v3 = family["versions"][1], family["versions"][3]
+            family["versions"] = {
+                2: dict(v1),  # version 1's signatures, fixed size
+                3: dict(v3, input_size="fixed"),  # with the bn_hparams signatures
+            }
+            assert [s for s in v3["signatures"] if s.endswith("_with_bn_hparams")] == \
+                BN_SIGNATURES[kind]
+        doc["card"]["changelog"] = {2: ["Fixed broken UPDATE_OPS for fine-tuning."]}
+
+    return build_with_edited_spec(tmp_path_factory.mktemp("fixed-bn"), "inception_v1", edit)
 
 
 def _module(output, kind, version):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from client_checks import VENV_BIN, run
 from registry_support import link_copy, replace_file
+from spec_build_support import build_with_edited_spec, cli as _cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,37 +40,19 @@ DISPATCH_ERROR = "Could not find matching concrete function to call loaded from 
 SIZE_ERROR = "this module takes only 224x224 pixel images (height x width)"
 
 
-def _cli(*args, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-m", "hubexport.cli", *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=1200)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """(output dir, spec dir): versions 3 (variable), 4 and 5 (fixed) of inception_v1."""
-    from hubexport.standin import make_standin
-    from hubexport.tfimport import import_tensorflow
 
-    import_tensorflow()
-    root = tmp_path_factory.mktemp("sm2-fixed")
-    standin = make_standin("inception_v1", root / "mirror", seed=0)
-    spec_file = standin.spec_dir / "inception_v1.yaml"
-    doc = yaml.safe_load(spec_file.read_text())
-    for family in doc["modules"].values():
-        versions = family["versions"]
-        assert versions[4]["input_size"] == versions[5]["input_size"] == "variable"
-        family["versions"] = {3: versions[3],
-                              4: dict(versions[4], input_size="fixed"),
-                              5: dict(versions[5], input_size="fixed")}
-    spec_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    output = root / "modules"
-    _cli("build", "inception_v1", "--specs", standin.spec_dir, "--mirror", root / "mirror",
-         "--cache-dir", root / "cache", "--output", output)
-    return output, standin.spec_dir
+    def edit(doc):
+        for family in doc["modules"].values():
+            versions = family["versions"]
+            assert versions[4]["input_size"] == versions[5]["input_size"] == "variable"
+            family["versions"] = {3: versions[3],
+                                  4: dict(versions[4], input_size="fixed"),
+                                  5: dict(versions[5], input_size="fixed")}
+
+    return build_with_edited_spec(tmp_path_factory.mktemp("sm2-fixed"), "inception_v1", edit)
 
 
 def _module(output, kind, version):
