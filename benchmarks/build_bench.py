@@ -27,6 +27,7 @@ copies with the other entries removed).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -65,11 +66,24 @@ def _standin_key(models) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def shipped_specs() -> dict:
+    """dict model name -> ModelSpec of ``specs/*.yaml`` (variant tables expanded)."""
+    from hubexport.specs import load_specs
+
+    return load_specs(REPO / "specs")
+
+
 def _model_key(model) -> str:
-    """Hash of what one model's stand-in is made from: its manifest, standin.py, its spec."""
+    """Hash of what one model's stand-in is made from (16 hex digits).
+
+    sha256 of the model name, its architecture's manifest, hubexport/standin.py
+    and its spec file (for a MobileNet variant: the variant table).
+    """
+    spec = shipped_specs()[model]
     h = hashlib.sha256(model.encode() + b"\0")
-    for path in (REPO / "hubexport" / "data" / ("%s_manifest.json" % model),
-                 REPO / "hubexport" / "standin.py", REPO / "specs" / ("%s.yaml" % model)):
+    for path in (REPO / "hubexport" / "data" / ("%s_manifest.json" % spec.architecture),
+                 REPO / "hubexport" / "standin.py", spec.source):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -93,7 +107,7 @@ def _link(src: Path, dest: Path) -> None:
 
 
 def _per_model_standins(models) -> dict:
-    """dict model -> directory with its stand-in tarball and ``specs/<model>.yaml``.
+    """dict model -> directory with its stand-in tarball and ``specs/<its spec file>``.
 
     Each model's stand-in is cached in ``WORK/standins/models/<model>-<key>/``
     (key: :func:`_model_key`); missing ones are made by
@@ -102,8 +116,9 @@ def _per_model_standins(models) -> dict:
     """
     root = STANDINS / "models"
     root.mkdir(parents=True, exist_ok=True)
+    specs = shipped_specs()
     dirs = {m: root / ("%s-%s" % (m, _model_key(m))) for m in models}
-    missing = [m for m, d in dirs.items() if not (d / "specs" / ("%s.yaml" % m)).is_file()]
+    missing = [m for m, d in dirs.items() if not (d / "specs" / specs[m].source.name).is_file()]
     if missing:
         for old in root.iterdir():  # other keys of the models about to be made
             if old.name.rsplit("-", 1)[0] in missing and old.name not in {

@@ -59,10 +59,11 @@ from pathlib import Path
 
 import yaml
 
-from build_bench import RSS_TARGET, STANDINS, _instrumented, _link, _per_model_standins, _statuses
-from common import (HUBEXPORT, PYTHON, QUICK, REPO, WORK, LoopbackServer, Row, fmt, log, mib,
+from build_bench import (RSS_TARGET, STANDINS, _instrumented, _link, _per_model_standins,
+                         _statuses, shipped_specs)
+from common import (HUBEXPORT, QUICK, REPO, WORK, LoopbackServer, Row, fmt, log, mib,
                     run_child)
-from zoo_bench import SAMPLE, _TreeSampler, _tree_bytes, shipped_specs
+from zoo_bench import SAMPLE, _TreeSampler, _tree_bytes
 
 FIGURE = "4 mobilenet"
 FAMILIES = ("mobilenet_v1", "mobilenet_v2")  # the variant tables' spec files (stems)
@@ -92,58 +93,6 @@ def mobilenet_models() -> tuple:
 # --------------------------------------------------------------------------
 
 
-def _variant_key(model) -> str:
-    """Hash of what one variant's stand-in is made from (16 hex digits).
-
-    sha256 of the model name, its architecture's manifest,
-    hubexport/standin.py and its variant table's file.
-    """
-    spec = shipped_specs()[model]
-    h = hashlib.sha256(model.encode() + b"\0")
-    for path in (REPO / "hubexport" / "data" / ("%s_manifest.json" % spec.architecture),
-                 REPO / "hubexport" / "standin.py", spec.source):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _variant_standins(models) -> dict:
-    """dict model -> directory with its stand-in tarball and ``specs/<table>.yaml``, its row pinned.
-
-    Cached as ``STANDINS/models/<model>-<key>/`` (:func:`_variant_key`);
-    missing ones are made by ``hubexport.standin.make_standin(model, dir,
-    seed=0)``, all in one child process (one TensorFlow import).
-    """
-    root = STANDINS / "models"
-    root.mkdir(parents=True, exist_ok=True)
-    specs = shipped_specs()
-    dirs = {m: root / ("%s-%s" % (m, _variant_key(m))) for m in models}
-    missing = [m for m, d in dirs.items()
-               if not (d / "specs" / specs[m].source.name).is_file()]
-    if missing:
-        keep = {d.name for d in dirs.values()}
-        for old in root.iterdir():  # other keys of the models about to be made
-            if old.name.rsplit("-", 1)[0] in missing and old.name not in keep:
-                shutil.rmtree(old, ignore_errors=True)
-        works = {m: root / (".work-%s-%d" % (m, os.getpid())) for m in missing}
-        for w in works.values():
-            shutil.rmtree(w, ignore_errors=True)
-        log("stand-ins: making %d MobileNets (hubexport.standin.make_standin, seed 0)"
-            % len(missing))
-        code = ("import sys\n"
-                "from hubexport.tfimport import import_tensorflow\n"
-                "import_tensorflow()\n"
-                "from hubexport.standin import make_standin\n"
-                "for model, out in zip(sys.argv[1::2], sys.argv[2::2]):\n"
-                "    make_standin(model, out, seed=0)\n")
-        res = run_child([PYTHON, "-c", code] + [x for m in missing for x in (m, works[m])],
-                        timeout=7200)
-        log("stand-ins: made %d in %.0f s" % (len(missing), res.wall))
-        for m in missing:
-            shutil.rmtree(dirs[m], ignore_errors=True)
-            os.replace(works[m], dirs[m])
-    return dirs
-
-
 def ensure_mobilenet_standins(models, label) -> Path:
     """A directory with the stand-ins of ``models`` and :data:`REFERENCE`, and ``specs/``.
 
@@ -160,7 +109,7 @@ def ensure_mobilenet_standins(models, label) -> Path:
     from hubexport.standin import pin_variant_text
 
     models = tuple(sorted(models))
-    variants = _variant_standins(models)
+    variants = _per_model_standins(models)
     reference = _per_model_standins([REFERENCE])[REFERENCE]
     h = hashlib.sha256(",".join(models).encode())
     for m in models:

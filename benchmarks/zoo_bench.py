@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from build_bench import (RSS_TARGET, _build_cmd, _instrumented, _quick_specs, _statuses,
-                         ensure_standins)
+                         ensure_standins, shipped_specs)
 from common import (HUBEXPORT, QUICK, proc_table, REPO, WORK, LoopbackServer, Row, fmt, log, mib,
                     run_child)
 
@@ -56,13 +56,6 @@ FIGURE = "4 zoo"
 
 
 @functools.lru_cache(maxsize=1)
-def shipped_specs() -> dict:
-    """dict model name -> ModelSpec of ``specs/*.yaml`` (variant tables expanded)."""
-    from hubexport.specs import load_specs
-
-    return load_specs(REPO / "specs")
-
-
 def _num_parameters(model) -> int:
     """Parameters of ``model``'s checkpoint (global_step excluded), from its manifest."""
     spec = shipped_specs().get(model)
