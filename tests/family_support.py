@@ -61,3 +61,15 @@ HANDLES = sorted({(m, k) for m, k, _ in MODULES})
 def ids(rows):
     """pytest ids "model/kind/version" for rows of tuples."""
     return ["/".join(map(str, row)) for row in rows]
+
+
+# An end point every image_feature_vector signature exports (TF-Slim's
+# names), by architecture name prefix.
+_END_POINTS = {"inception": "Mixed_5b", "resnet": "block4",
+               "mobilenet_v1": "Conv2d_13_pointwise", "mobilenet_v2": "layer_19"}
+
+
+def end_point(architecture):
+    """The TF-Slim end point name the feature signatures of ``architecture`` must export."""
+    (name,) = [v for k, v in _END_POINTS.items() if architecture.startswith(k)]
+    return name

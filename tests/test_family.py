@@ -20,20 +20,11 @@ and dropped before the next handle's are loaded.
 import numpy as np
 import pytest
 
-from family_support import HANDLES, MODELS, MODULES, SPECS, ids
+from family_support import HANDLES, MODELS, MODULES, SPECS, end_point, ids
 from hubexport.formats import hub_protos
 
 pytestmark = pytest.mark.slow
 
-# An end point every image_feature_vector signature exports (TF-Slim's
-# names), by architecture name prefix.
-END_POINT = {"inception": "Mixed_5b", "resnet": "block4", "mobilenet_v1": "Conv2d_13_pointwise",
-             "mobilenet_v2": "layer_19"}
-
-
-def _end_point(architecture):
-    (name,) = [v for k, v in END_POINT.items() if architecture.startswith(k)]
-    return name
 
 
 def _images(height, width, batch=2, seed=0):
@@ -164,13 +155,13 @@ def test_hub_load_outputs_equal_the_checkpoint(handle):
     images = _images(size, size)
     logits, features = handle.family.checkpoint_function(handle.model)(images)
     assert np.abs(features.numpy()[0] - features.numpy()[1]).max() > 1e-3  # the inputs matter
-    end_point = "%s/%s" % (handle.spec.scope, _end_point(handle.spec.architecture))
+    feature_end_point = "%s/%s" % (handle.spec.scope, end_point(handle.spec.architecture))
     for version in handle.hub_versions:
         module = handle.load(version)
         feature_out = module.signatures["image_feature_vector"](images=images)
         assert feature_out["default"].shape == (2, handle.spec.feature_size)
         assert _close(feature_out["default"].numpy(), features.numpy()), version
-        assert end_point in feature_out
+        assert feature_end_point in feature_out
         if handle.kind == "classification":
             out = module.signatures["image_classification"](images=images)["default"]
             assert out.shape == (2, handle.spec.num_classes)

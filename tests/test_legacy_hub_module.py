@@ -51,7 +51,7 @@ README_SECTION = "## TF1 Hub format: differences from tensorflow-hub 0.15's expo
 TOLERANCE = 1e-5
 TIMEOUT = 1500  # seconds for one architecture's legacy run
 
-from family_support import SPECS  # noqa: E402
+from family_support import SPECS, end_point  # noqa: E402
 
 # The slower ones start first. (Model names: for the MobileNets, one variant
 # of each family's variant table.)
@@ -65,10 +65,7 @@ FEATURES = {a: SPECS[a].feature_size for a in ARCHITECTURES}
 CLASSES = {a: SPECS[a].num_classes for a in ARCHITECTURES}
 SCOPES = {a: SPECS[a].scope for a in ARCHITECTURES}
 # An end point every image_feature_vector signature exports (TF-Slim's names).
-_END_POINTS = {"inception": "Mixed_5b", "resnet": "block4",
-               "mobilenet_v1": "Conv2d_13_pointwise", "mobilenet_v2": "layer_19"}
-END_POINTS = {a: [v for k, v in _END_POINTS.items() if a.startswith(k)][0]
-              for a in ARCHITECTURES}
+END_POINTS = {a: end_point(SPECS[a].architecture) for a in ARCHITECTURES}
 # TF-Slim's arg scopes (inception_utils.inception_arg_scope; resnet_utils.
 # resnet_arg_scope; mobilenet_v1.mobilenet_v1_arg_scope; mobilenet's
 # training_scope): batch norm decay and L2 weight decay.
