@@ -33,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import threading
 import time
 from pathlib import Path
@@ -331,8 +332,24 @@ def test_sigint_exits_130_with_one_line(standins, v3_module, sandbox, case, mark
 
 
 def _listing(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*") if p.is_file()}
+    """Every regular file under ``root`` -> (size in bytes, mtime in ns).
+
+    Orphaned workers may be removing their own temporary directory while this walks (CI
+    failure of test_kill_9_of_the_cli_process_only[writing]: FileNotFoundError from
+    rglob): entries that vanish mid-walk are left out, as a listing taken a moment later
+    would leave them out.
+    """
+    listing = {}
+    for folder, _, names in os.walk(root):  # os.walk skips folders that vanish
+        for name in names:
+            path = Path(folder, name)
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                listing[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return listing
 
 
 def _alive(pid: int) -> bool:
