@@ -101,7 +101,11 @@ def _stamp(target, source=None):
     spec = target.spec
     h = hashlib.sha256()
     h.update(Path(spec.source).read_bytes())
-    if source is not None and not source["pinned"]:
+    if spec.labels is not None:
+        h.update(b"labels:" + _read_labels(spec.labels).encode())
+    if spec.checkpoint.local:
+        checksum = "local:" + source["checksum"]
+    elif source is not None and not source["pinned"]:
         checksum = "unpinned:" + source["checksum"]
     else:
         checksum = "%s:%s" % (spec.checkpoint.checksum_algo, spec.checkpoint.checksum_hex)
@@ -128,22 +132,30 @@ def source_record(spec, fetched=None):
 
     Args:
       spec: a :class:`hubexport.specs.ModelSpec`.
-      fetched: the :class:`hubexport.fetch.FetchedSource` of an unpinned
-        source (required then; ignored for a pinned one).
+      fetched: the :class:`hubexport.fetch.FetchedSource` of an unpinned or
+        local source (required then; ignored for a pinned tarball).
 
     Returns:
       dict (JSON-ready): ``url``, ``filename``, ``size`` (bytes; for a
       pinned source as the spec says, possibly None), ``checksum``
       (``"ALGO:HEX"`` as pinned by the spec, or ``"sha256:HEX"`` of the
       bytes used for an unpinned one), ``member`` and ``pinned`` (bool).
+      A local checkpoint's has ``url`` and ``member`` None, ``path`` (the
+      checkpoint read: V1 file or V2 prefix), ``size`` (its files' bytes),
+      ``checksum`` (``"sha256:HEX"``, see :mod:`hubexport.local_source`)
+      and ``files`` ({name: sha256 hex}).
 
     Raises:
-      ValueError: the source is unpinned and ``fetched`` is None.
+      ValueError: the source is unpinned or local and ``fetched`` is None.
     """
     ckpt = spec.checkpoint
-    if not ckpt.pinned and fetched is None:
-        raise ValueError("source_record: %s has no published checksum; pass what was fetched"
-                         % spec.name)
+    if (not ckpt.pinned or ckpt.local) and fetched is None:
+        raise ValueError("source_record: %s has no published checksum or is local; pass what "
+                         "was fetched" % spec.name)
+    if ckpt.local:
+        return {"url": None, "path": str(fetched.checkpoint), "filename": fetched.checkpoint.name,
+                "size": fetched.size, "checksum": fetched.checksum, "files": dict(fetched.files),
+                "member": None, "pinned": ckpt.pinned}
     record = {"url": ckpt.url, "filename": ckpt.filename, "size": ckpt.size,
               "checksum": "%s:%s" % (ckpt.checksum_algo, ckpt.checksum_hex),
               "member": ckpt.member, "pinned": True}
@@ -250,6 +262,8 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
     plan = [(spec, spec.targets(version=version, kind=kind)) for spec in unique.values()]
     for spec, _ in plan:
         fetch.require_pinned(spec, allow_unpinned)
+        if spec.labels is not None:
+            check_labels(spec)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -262,10 +276,14 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
                 module_dir = target_paths(output, t)[0]
                 _clean_leftovers(module_dir.parent, module_dir.name)
             fetched = None
-            if not spec.checkpoint.pinned:  # its stamp needs the digest of the bytes used
+            if not spec.checkpoint.pinned or spec.checkpoint.local:
+                # its stamp needs the digest of the bytes used
                 fetched = fetch.fetch_source(spec, cache_dir=cache_dir, mirror=mirror,
                                              progress=progress, allow_unpinned=True)
-                if on_unpinned is None:
+                if spec.checkpoint.local:
+                    log.info("%s: local checkpoint %s, %s", spec.name, fetched.checkpoint,
+                             fetched.checksum)
+                elif on_unpinned is None:
                     log.warning("%s", fetch.unpinned_warning(spec, fetched))
                 else:
                     on_unpinned(spec, fetched)
@@ -457,8 +475,12 @@ def _run_task(spec, targets, ckpt_path, output, shared_dir, source=None):
     import_tensorflow()
     output = Path(output)
     requests = variable_requests(spec.architecture, spec.num_classes)
+    logits = sorted({r.name for r in requests}
+                    - {r.name for r in variable_requests(spec.architecture, None)})
     try:
-        values = read_once(ckpt_path, requests, shared_dir)
+        values = read_once(ckpt_path, requests, shared_dir,
+                           moving_averages=spec.checkpoint.use_moving_averages,
+                           logits=logits, spec_file=spec.source)
     except OSError as e:  # writing the values file
         raise _disk_error("write the values of %s to" % ckpt_path, shared_dir,
                           e.strerror or e, output) from None
@@ -488,7 +510,7 @@ def _write_target(spec, target, values, output, min_size, source=None):
     try:
         write_module(spec.architecture, target.version, values, tmp,
                      num_classes=num_classes, image_size=spec.image_size,
-                     input_mapping=spec.input_mapping)
+                     input_mapping=spec.input_mapping, labels=spec.labels)
         card_text = render_card(target, min_size)
         if stamp.exists():
             stamp.unlink()
@@ -552,7 +574,7 @@ def build_record(target, source=None):
 
 
 def write_module(architecture, version_spec, values, out_dir, *, num_classes, image_size,
-                 input_mapping):
+                 input_mapping, labels=None):
     """Writes one module directory with the writer of its format.
 
     Args:
@@ -565,18 +587,56 @@ def write_module(architecture, version_spec, values, out_dir, *, num_classes, im
         feature_vector module.
       image_size: default image size in pixels.
       input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's).
+      labels: a class label file (Path) the module carries as
+        ``assets/labels.txt``, or None.
+
+    Raises:
+      BuildError: the label file cannot be read.
     """
+    labels_text = _read_labels(labels) if labels is not None else None
     if version_spec.format == "hub":
         from hubexport.formats.hub_tf1 import write_hub_module
 
         write_hub_module(architecture, values, str(out_dir), num_classes=num_classes,
                          image_size=image_size, input_size=version_spec.input_size,
                          signatures=list(version_spec.signatures),
-                         input_mapping=input_mapping)
+                         input_mapping=input_mapping, labels=labels_text)
     else:
         from hubexport.formats.saved_model_2 import write_saved_model_2
 
         write_saved_model_2(architecture, values, str(out_dir), num_classes=num_classes,
                             image_size=image_size, input_size=version_spec.input_size,
                             serving_default="serving_default" in version_spec.signatures,
-                            input_mapping=input_mapping)
+                            input_mapping=input_mapping, labels=labels_text)
+
+
+def check_labels(spec):
+    """Checks that a spec's label file has one line per class.
+
+    Args:
+      spec: a :class:`hubexport.specs.ModelSpec` with ``labels``.
+
+    Returns:
+      list of str: the labels, line i for logit index i.
+
+    Raises:
+      SpecError: the count differs from ``num_classes`` (exit code 2).
+      BuildError: the file cannot be read.
+    """
+    from hubexport.errors import SpecError
+
+    labels = _read_labels(spec.labels).splitlines()
+    if len(labels) != spec.num_classes:
+        raise SpecError("%s: %d labels (lines), but %s says num_classes: %d; write one label "
+                        "per class, line i for logit index i"
+                        % (spec.labels, len(labels), spec.source, spec.num_classes))
+    return labels
+
+
+def _read_labels(path):
+    """The text of a class label file (str, UTF-8); BuildError if it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BuildError("cannot read the labels file %s (%s); check the spec's labels field"
+                         % (path, getattr(e, "strerror", None) or e)) from None

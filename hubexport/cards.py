@@ -12,6 +12,8 @@ import re
 
 import jinja2
 
+from hubexport.specs import IMAGENET_DATASET
+
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("hubexport", "templates"),
     undefined=jinja2.StrictUndefined,
@@ -25,7 +27,7 @@ METADATA_RE = re.compile(r"^<!-- ([a-z-]+): (.*) -->$", re.M)
 
 
 def handle_line(module_handle):
-    """The card's title handle: ``google/&zwnj;imagenet/&zwnj;.../3`` as on tfhub.dev."""
+    """The card's title handle, ``PUBLISHER/&zwnj;NAME/&zwnj;.../3`` as on tfhub.dev (str)."""
     *parts, version = module_handle.split("/")
     return "/&zwnj;".join(parts) + "/" + version
 
@@ -47,10 +49,10 @@ def render_card(target, min_image_size):
     other = spec.modules.get(other_kind)
     other_handle = ("%s/%d" % (other.handle, version.version) if other
                     else target.module_handle)
-    description = ("Imagenet (ILSVRC-2012-CLS) classification with %s." % spec.display_name
+    description = ("%s classification with %s." % (spec.card.dataset_name, spec.display_name)
                    if classification else
-                   "Feature vectors of images with %s trained on Imagenet (ILSVRC-2012-CLS)."
-                   % spec.display_name)
+                   "Feature vectors of images with %s trained on %s."
+                   % (spec.display_name, spec.card.dataset_name))
     text = _ENV.get_template(_TEMPLATES[version.format]).render(
         spec=spec,
         version=version.version,
@@ -67,6 +69,7 @@ def render_card(target, min_image_size):
         variable_size=version.input_size == "variable",
         bn_hparams=any(s.endswith("_with_bn_hparams") for s in version.signatures),
         serving="serving_default" in version.signatures,
+        imagenet_labels=spec.card.dataset == IMAGENET_DATASET,
         changelog_versions=sorted({n for family in spec.modules.values()
                                    for n in family.versions if n <= version.version}),
     )

@@ -14,7 +14,10 @@ shard shows in :meth:`Checkpoint.values`. Restoring is strict: every variable a
 net asks for must be present with the same shape and dtype, otherwise one
 :class:`~hubexport.errors.CheckpointError` lists every problem. Extra
 checkpoint variables (``global_step``, optimizer slots, ``AuxLogits``) are
-ignored.
+ignored, as are a training checkpoint's
+``<name>/ExponentialMovingAverage`` shadows, unless the caller asks to restore
+every variable from its shadow (``moving_averages``, as TF-Slim's eval does
+with ``ExponentialMovingAverage.variables_to_restore``).
 
 :func:`read_once` lets several processes share one read: the first reads
 and checks the checkpoint and writes the values to a *values file* (a
@@ -32,6 +35,9 @@ import numpy as np
 from hubexport.errors import CheckpointError
 
 _MAX_LISTED = 8
+# The name tf.train.ExponentialMovingAverage gives a variable's shadow (TF-Slim's
+# train_image_classifier.py --moving_average_decay): <name>/<this>.
+MOVING_AVERAGE_SUFFIX = "/ExponentialMovingAverage"
 
 
 # What TensorFlow's checkpoint reader raises for unreadable bytes: OpError
@@ -91,6 +97,29 @@ class Checkpoint:
             raise CheckpointError("%s does not fit the net: %s%s; is the spec's architecture right?"
                                   % (self.path, shown, more))
 
+    def check_classes(self, logits, spec_file=None):
+        """Checks the class count of the logits layer against the checkpoint's.
+
+        Args:
+          logits: the :class:`hubexport.nets.layers.VariableRequest` of the
+            logits layer (weights [..., C] and biases [C], C the spec's
+            ``num_classes``).
+          spec_file: the spec that sets C, for the message.
+
+        Raises:
+          CheckpointError: the checkpoint's logits layer holds another
+            number of classes; one line naming both and the variable.
+        """
+        for req in sorted(logits, key=lambda r: r.name):
+            have = self.shapes.get(req.name)
+            if have and len(have) == len(req.shape) and have[:-1] == tuple(req.shape[:-1]) \
+                    and have[-1] != req.shape[-1]:
+                raise CheckpointError(
+                    "%s: its logits layer %s holds %d classes (shape %s), but %s says "
+                    "num_classes: %d; set num_classes: %d"
+                    % (self.path, req.name, have[-1], list(have), spec_file or "the spec",
+                       req.shape[-1], have[-1]))
+
     def values(self, names):
         """Reads variables.
 
@@ -123,7 +152,8 @@ _VALUES_MAGIC = b"HUBXVAL1"
 _ALIGN = 64  # bytes; every array starts at a multiple of this in a values file
 
 
-def read_once(path, requests, shared_dir=None):
+def read_once(path, requests, shared_dir=None, *, moving_averages=False, logits=(),
+              spec_file=None):
     """The checked values a net needs from a checkpoint, read from disk once per build.
 
     Reads the checkpoint with :class:`Checkpoint` and checks it
@@ -139,6 +169,12 @@ def read_once(path, requests, shared_dir=None):
         (name, shape); all float32.
       shared_dir: None (a single reader), or an existing directory private
         to this build (the caller creates it and removes it afterwards).
+      moving_averages: read each variable ``NAME`` from its shadow
+        ``NAME/ExponentialMovingAverage``.
+      logits: the names of the requests that make the logits layer (their
+        last dimension is the class count), checked first so that a class
+        count that differs from the checkpoint's gets its own message.
+      spec_file: the spec that sets the class count, for that message.
 
     Returns:
       dict name -> float32 numpy array of the requested shape; with a
@@ -146,27 +182,48 @@ def read_once(path, requests, shared_dir=None):
 
     Raises:
       CheckpointError: as :class:`Checkpoint` and its ``check`` and
-        ``values`` raise.
+        ``values`` raise; a logits variable whose class count differs (one
+        line naming both counts and the variable); with
+        ``moving_averages``, variables without a shadow (named).
       OSError: the values file cannot be written (e.g. disk full).
     """
     import filelock
 
     requests = list(requests)
+    options = (bool(moving_averages), tuple(logits), spec_file)
     if shared_dir is None:
-        return _read_checked(path, requests)
+        return _read_checked(path, requests, *options)
     key = hashlib.sha256(json.dumps(
-        [os.path.abspath(str(path))] + [[r.name, list(r.shape)] for r in requests]).encode())
+        [os.path.abspath(str(path)), bool(moving_averages)]
+        + [[r.name, list(r.shape)] for r in requests]).encode())
     values_path = os.path.join(str(shared_dir), key.hexdigest()[:20] + ".values")
     with filelock.FileLock(values_path + ".lock"):
         if not os.path.exists(values_path):
-            write_values_file(_read_checked(path, requests), values_path)
+            write_values_file(_read_checked(path, requests, *options), values_path)
     return map_values_file(values_path)
 
 
-def _read_checked(path, requests):
+def _read_checked(path, requests, moving_averages=False, logits=(), spec_file=None):
+    import dataclasses
+
     ckpt = Checkpoint(path)
-    ckpt.check(requests)
-    return ckpt.values(r.name for r in requests)
+    ckpt.check_classes([r for r in requests if r.name in logits], spec_file)
+    source = {r.name: r.name + MOVING_AVERAGE_SUFFIX if moving_averages else r.name
+              for r in requests}
+    if moving_averages:
+        missing = [name for name in source.values() if name not in ckpt.shapes]
+        if missing:
+            more = " (and %d more)" % (len(missing) - _MAX_LISTED) \
+                if len(missing) > _MAX_LISTED else ""
+            raise CheckpointError(
+                "%s: use_moving_averages is true in %s, but %d of the net's %d variables have "
+                "no moving-average shadow: %s%s; train with --moving_average_decay, or set "
+                "checkpoint.use_moving_averages: false"
+                % (ckpt.path, spec_file or "the spec", len(missing), len(source),
+                   ", ".join(missing[:_MAX_LISTED]), more))
+    ckpt.check([dataclasses.replace(r, name=source[r.name]) for r in requests])
+    values = ckpt.values(source.values())
+    return {name: values[source[name]] for name in source}
 
 
 def write_values_file(values, path):

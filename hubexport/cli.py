@@ -58,15 +58,24 @@ def _load_specs(specs_dir, patterns=(), all_=None):
     A pattern (``fnmatch``: ``*``, ``?``, ``[...]``, case-sensitive) names
     every model it matches, e.g. ``'mobilenet_v1_*_224'``; each model is
     taken once, in the order of the patterns, then of ``hubexport list``.
-    ``all_`` is the value of a command's ``--all`` (None: it has none).
+    A name ending in ``.yaml`` is a spec file (e.g. one ``hubexport
+    new-spec`` wrote): its models. ``all_`` is the value of a command's
+    ``--all`` (None: it has none).
 
     Raises:
       UsageError: no name or pattern (and not ``all_``), or names or
         patterns that match no model; the one-line message names them and,
         compactly, the known models.
     """
-    from hubexport.specs import load_specs
+    from hubexport.specs import load_spec_file, load_specs
 
+    files = [p for p in patterns if p.endswith(".yaml")]
+    patterns = [p for p in patterns if not p.endswith(".yaml")]
+    from_files = {}
+    for path in files:
+        from_files.update(load_spec_file(path))
+    if files and not patterns and not all_:
+        return list(from_files.values())
     specs = load_specs(specs_dir)
     if all_:
         return list(specs.values())
@@ -86,7 +95,7 @@ def _load_specs(specs_dir, patterns=(), all_=None):
                          % (", ".join(repr(m) for m in misses), known))
     if misses:
         raise UsageError("unknown model %s; known: %s" % (", ".join(misses), known))
-    return list(chosen.values())
+    return list({**from_files, **chosen}.values())
 
 
 def _describe(specs):
@@ -136,6 +145,8 @@ def cli(verbose):
       hubexport fetch inception_v2
       hubexport build inception_v2 --version 3
       hubexport build --all --output modules
+      hubexport new-spec flowers --from inception_v2 --checkpoint train_dir \\
+          --num-classes 5 --handle acme/flowers/inception_v2
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="hubexport: %(message)s")
@@ -190,6 +201,10 @@ def list_cmd(patterns, specs_dir, as_json):
 def fetch(names, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
     """Download, verify and unpack the checkpoint tarballs of the models named.
 
+    For a spec with a local checkpoint (checkpoint.path), nothing is
+    downloaded: it prints the checkpoint used and its files' sha256 digest
+    (checked against checkpoint.checksum if the spec pins one).
+
     NAME is a model (see 'hubexport list') or a shell-style pattern such as
     'mobilenet_v1_*_224' (quote it). A verified tarball in the cache is not
     downloaded again; a partial one is resumed. Size and checksum are
@@ -212,14 +227,21 @@ def fetch(names, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
         if not got.pinned:
             _warn_unpinned(spec, got)
         if as_json:
-            click.echo(json.dumps({"name": spec.name, "tarball": str(got.tarball),
+            click.echo(json.dumps({"name": spec.name,
+                                   "tarball": got.tarball and str(got.tarball),
                                    "checkpoint": str(got.checkpoint), "checksum": got.checksum,
-                                   "size": got.size, "pinned": got.pinned}))
+                                   "size": got.size, "pinned": got.pinned,
+                                   "files": got.files}))
         else:
             if len(specs) > 1:
                 click.echo("model:      %s" % spec.name)
-            click.echo("tarball:    %s" % got.tarball)
+            if got.tarball is not None:
+                click.echo("tarball:    %s" % got.tarball)
             click.echo("checkpoint: %s" % got.checkpoint)
+            if got.files is not None:  # a local checkpoint: its digest, to pin in the spec
+                click.echo("checksum:   %s (%d bytes in %d files%s)"
+                           % (got.checksum, got.size, len(got.files),
+                              "" if got.pinned else "; not pinned in the spec"))
 
 
 @cli.command(epilog=_EPILOG)
@@ -243,8 +265,9 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
           allow_unpinned, as_json):
     """Build TF Hub modules and their cards from TF-Slim checkpoints.
 
-    NAME is a model (see 'hubexport list') or a shell-style pattern such as
-    'mobilenet_v1_*_224' (quote it), which builds every model it matches.
+    NAME is a model (see 'hubexport list'), a shell-style pattern such as
+    'mobilenet_v1_*_224' (quote it), which builds every model it matches,
+    or a spec file (NAME.yaml, e.g. from 'hubexport new-spec').
     Without --version or --kind, builds every version and kind the spec
     defines. Each module lands in OUTPUT/<handle>/<version>/ with its card at
     OUTPUT/<handle>/<version>.md; a module directory appears only complete.
@@ -260,6 +283,7 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
       hubexport build mobilenet_v2_100_224 --version 5
       hubexport build 'mobilenet_v1_*_224' --jobs 2
       hubexport build --all --output modules --jobs 2
+      hubexport build specs/flowers_inception_v2.yaml --version 5
     """
     from hubexport.build import build as build_stage
 
@@ -375,6 +399,51 @@ def verify(path_or_url, specs_dir, handle, as_json):
         for line in report.lines():
             click.echo(line)
     report.raise_if_failed()
+
+
+@cli.command("new-spec", epilog=_EPILOG)
+@click.argument("name")
+@click.option("--from", "base", required=True, metavar="MODEL|ARCHITECTURE",
+              help="The shipped model (see 'hubexport list') or architecture the checkpoint "
+                   "was trained with; the spec starts from its net, sizes, card text and "
+                   "versions.")
+@click.option("--checkpoint", required=True, metavar="PATH",
+              help="Your checkpoint: a TF V1 file, a V2 prefix (model.ckpt-N) or a training "
+                   "directory whose 'checkpoint' file names the latest one.")
+@click.option("--num-classes", type=click.IntRange(min=1), required=True,
+              help="Classes of the checkpoint's logits layer.")
+@click.option("--handle", required=True, metavar="PUBLISHER/NAME[/...]",
+              help="Handle prefix: modules land at HANDLE/classification/VERSION and "
+                   "HANDLE/feature_vector/VERSION.")
+@click.option("--labels", default=None, metavar="FILE",
+              help="Class labels, one per line (num-classes lines); the modules carry them "
+                   "as assets/labels.txt.")
+@click.option("--output", "-o", default=".", show_default=True,
+              type=click.Path(file_okay=False, path_type=str),
+              help="Directory to write NAME.yaml to.")
+@click.option("--force", is_flag=True, help="Replace an existing NAME.yaml.")
+@specs_option
+def new_spec(name, base, checkpoint, num_classes, handle, labels, output, force, specs_dir):
+    """Write a spec for your own TF-Slim checkpoint, to publish under your handle.
+
+    The spec (OUTPUT/NAME.yaml, commented) reads the local checkpoint, starts
+    from the shipped spec of --from, and is valid as written; its card
+    fields for the dataset and the training say TODO until you fill them
+    in. Paths in it are relative to the spec file. Then build it by passing
+    the file (or --specs OUTPUT).
+
+    \b
+    Example:
+      hubexport new-spec flowers_inception_v2 --from inception_v2 \\
+          --checkpoint train_dir --num-classes 5 --labels labels.txt \\
+          --handle acme/flowers/inception_v2 --output specs
+      hubexport build specs/flowers_inception_v2.yaml --version 5
+    """
+    from hubexport.new_spec import new_spec as new_spec_stage
+
+    path = new_spec_stage(name, base, checkpoint, num_classes, handle, labels=labels,
+                          output=output, specs_dir=specs_dir, force=force)
+    click.echo("wrote %s; fill in its TODOs, then: hubexport build %s --version 3" % (path, path))
 
 
 @cli.command("make-standin", hidden=True)

@@ -192,21 +192,24 @@ class FetchedSource:
     """What :func:`fetch_source` fetched for a spec.
 
     Attributes:
-        tarball: Path of the tarball in the cache.
+        tarball: Path of the tarball in the cache (None: a local checkpoint).
         checkpoint: Path of the extracted checkpoint, as TensorFlow's
             checkpoint reader takes it: the TF V1 file, or the TF V2 prefix
             (see :func:`hubexport.archive.extract_checkpoint`).
         checksum: ``"ALGO:HEX"``: the spec's checksum (pinned, verified), or
             ``"sha256:HEX"`` of the bytes used (unpinned).
-        size: size of the tarball used, in bytes.
+        size: size of the tarball used (local: of the checkpoint's files), in
+            bytes.
         pinned: whether the spec pins the checksum.
+        files: a local checkpoint's files, {name: sha256 hex}; else None.
     """
 
-    tarball: Path
+    tarball: Path | None
     checkpoint: Path
     checksum: str
     size: int
     pinned: bool
+    files: dict | None = None
 
 
 def is_pinned(spec: Any) -> bool:
@@ -239,8 +242,8 @@ def require_pinned(spec: Any, allow_unpinned: bool = False) -> None:
             unpublished`` and ``allow_unpinned`` is False. The one-line
             message names the model, the URL, the spec file and what to do.
     """
-    if allow_unpinned or is_pinned(spec):
-        return
+    if allow_unpinned or is_pinned(spec) or getattr(spec.checkpoint, "local", False):
+        return  # a local checkpoint is the user's own: its digest is recorded, not refused
     where = _spec_file(spec)
     raise UnpinnedSourceError(
         f"model {getattr(spec, 'name', '?')}: {spec.checkpoint.url} has no published checksum "
@@ -419,7 +422,14 @@ def fetch_source(spec: Any, cache_dir: str | os.PathLike | None = None,
         UnpinnedSourceError, FetchError, ChecksumError: See :func:`fetch_tarball`.
         ArchiveError: See :func:`hubexport.archive.extract_checkpoint`.
         SpecError: Unusable spec name, checksum or member.
+
+    A spec with a local checkpoint (``checkpoint.path``) downloads nothing:
+    :func:`hubexport.local_source.resolve_local` finds and hashes its files.
     """
+    if getattr(spec.checkpoint, "local", False):
+        from hubexport.local_source import resolve_local
+
+        return resolve_local(spec)
     expected = _Expected.from_checkpoint(spec, allow_unpinned)
     name = str(spec.name)
     if not _safe_component(name):

@@ -18,6 +18,11 @@ bytes, raises :class:`hubexport.errors.SpecError` with the one-line message
 
 ``checkpoint.checksum: unpublished`` marks a tarball without a published
 checksum (:attr:`CheckpointSource.pinned` False; see :mod:`hubexport.fetch`).
+``checkpoint.path`` (instead of ``url``, ``member`` and ``size``) names a
+local checkpoint: a TF V1 file, a V2 prefix or a training directory with a
+``checkpoint`` state file (see :mod:`hubexport.local_source`); its optional
+``checksum`` pins the files' digest. ``labels`` names a class label file.
+Relative paths are relative to the spec file.
 
 Public entry point of the specs stage: :func:`load_specs` (and
 :func:`load_spec_file`, :func:`parse_spec_file`, :func:`load_spec`,
@@ -29,6 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import os
 import pathlib
 import posixpath
 import re
@@ -41,8 +47,10 @@ import yaml
 from hubexport.errors import SpecError, UsageError
 from hubexport.nets import ARCHITECTURES, InputMapping
 
-# Publisher of every handle (FACTS.md: google/imagenet/NAME/KIND/VERSION).
-PUBLISHER = "google"
+# The card defaults of TF-Slim's ImageNet checkpoints (FACTS.md, the seed
+# cards); a spec with a local checkpoint must state its own.
+IMAGENET_DATASET, IMAGENET_DATASET_NAME = "imagenet-ilsvrc-2012-cls", "Imagenet (ILSVRC-2012-CLS)"
+DEFAULT_HUB_URL = "https://tfhub.dev"
 # The schema of spec files; its enums (formats: TF1 Hub format, TF2 SavedModel).
 _FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCHEMA = yaml.load(pathlib.Path(__file__).with_name("spec.schema.yaml").read_text("utf-8"),
@@ -97,24 +105,38 @@ class CheckpointSource:
     """Where a checkpoint tarball comes from and how to verify it.
 
     Attributes:
-        url: http, https or file URL of the tarball (``.tar.gz``, ``.tgz``).
-        size: size of the tarball in bytes, or None if not published.
+        url: http, https or file URL of the tarball (``.tar.gz``, ``.tgz``),
+            or None for a local checkpoint.
+        size: size of the tarball in bytes, or None if not published (or
+            local).
         checksum_algo: ``"md5"``, ``"sha256"``, ``"sha384"`` or ``"sha512"``
             (hashlib names), or None if the checksum is unpublished.
         checksum_hex: the expected digest, lower-case hex, or None if the
             checksum is unpublished.
         member: path in the tarball of the TF V1 checkpoint file, or the
-            prefix of a V2 checkpoint's (``<member>.index``, ``.data-*``).
+            prefix of a V2 checkpoint's (``<member>.index``, ``.data-*``);
+            None for a local checkpoint.
         card_path: the checkpoint's name as the cards print it
-            (``<tarball stem>/<member>``).
+            (``<tarball stem>/<member>``; local: the path's last part).
+        path: the local checkpoint (absolute: a V1 file, a V2 prefix or a
+            directory with a ``checkpoint`` state file), or None.
+        use_moving_averages: restore every variable from its
+            ``<name>/ExponentialMovingAverage`` shadow (as TF-Slim's eval does).
     """
 
-    url: str
+    url: str | None
     size: int | None
     checksum_algo: str | None
     checksum_hex: str | None
-    member: str
+    member: str | None
     card_path: str
+    path: pathlib.Path | None = None
+    use_moving_averages: bool = False
+
+    @property
+    def local(self) -> bool:
+        """Whether the checkpoint is a local path, not a tarball to download (bool)."""
+        return self.path is not None
 
     @property
     def pinned(self) -> bool:
@@ -128,8 +150,8 @@ class CheckpointSource:
 
     @property
     def filename(self) -> str:
-        """The tarball's file name (str): the last path component of ``url``."""
-        return _url_filename(self.url)
+        """The tarball's file name (str): the last path component of ``url`` (local: ``path``'s)."""
+        return self.path.name if self.local else _url_filename(self.url)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +171,13 @@ class CardInfo:
             downloaded (None: TF-Slim's list of pre-trained models).
         changelog: version -> the Markdown items replacing its entry of
             ``templates/_changelog.md.j2`` (other versions: that entry).
+        dataset: the card's ``dataset`` metadata value.
+        dataset_name: the dataset as the cards' description lines name it.
+        training: Markdown of the card's Training section (None: the
+            checkpoint was downloaded from TF-Slim's pre-trained models and
+            trained on ImageNet).
+        hub_url: where the module handles of the cards' usage examples are
+            served (no trailing '/'), e.g. ``https://tfhub.dev``.
     """
 
     network_architecture: str
@@ -156,6 +185,10 @@ class CardInfo:
     classes_note: str | None = None
     implementation: str | None = None
     checkpoints_from: str | None = None
+    dataset: str = IMAGENET_DATASET
+    dataset_name: str = IMAGENET_DATASET_NAME
+    training: str | None = None
+    hub_url: str = DEFAULT_HUB_URL
     changelog: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict, hash=False)
 
 
@@ -183,7 +216,8 @@ class ModuleFamily:
 
     Attributes:
         kind: ``"classification"`` or ``"feature_vector"``.
-        handle: the handle without version, ``"google/imagenet/NAME/KIND"``.
+        handle: the handle without version, ``"PUBLISHER/NAME[/...]/KIND"``
+            (e.g. ``"google/imagenet/inception_v2/classification"``).
         versions: version number -> VersionSpec, in ascending order.
     """
 
@@ -229,6 +263,8 @@ class ModelSpec:
         source: the YAML file the spec was read from.
         variant: the variant table row the model comes from, or None for a
             spec file of one model.
+        labels: the class label file (absolute path, one label per line),
+            or None.
     """
 
     name: str
@@ -244,6 +280,7 @@ class ModelSpec:
     modules: dict[str, ModuleFamily] = dataclasses.field(hash=False)
     source: pathlib.Path
     variant: Variant | None = None
+    labels: pathlib.Path | None = None
 
     def targets(self, version: int | None = None, kind: str | None = None) -> list[Target]:
         """The modules this spec exports, optionally filtered.
@@ -301,7 +338,7 @@ class Target:
 
     @property
     def handle(self) -> str:
-        """The family handle without version (str): ``google/imagenet/NAME/KIND``."""
+        """The family handle without version (str), e.g. ``google/imagenet/NAME/KIND``."""
         return self.spec.modules[self.kind].handle
 
     @property
@@ -311,8 +348,8 @@ class Target:
 
     @property
     def publisher(self) -> str:
-        """The publisher (str): ``"google"``, the first part of every handle."""
-        return PUBLISHER
+        """The publisher (str): the handle's first part, e.g. ``"google"``."""
+        return self.handle.split("/")[0]
 
     @property
     def rel_path(self) -> pathlib.Path:
@@ -505,7 +542,7 @@ _TEMPLATED_VALIDATORS = {path: _VALIDATOR_CLASS(
 
 # How messages name the schema's types and YAML's tags.
 _EXPECTED = {"string": "a string", "integer": "an integer", "number": "a number",
-             "object": "a mapping", "array": "a list"}
+             "object": "a mapping", "array": "a list", "boolean": "true or false"}
 _TAG = "tag:yaml.org,2002:"
 _TYPE_NAMES = {_TAG + tag: name for tag, name in (
     ("str", "a string"), ("int", "an integer"), ("float", "a number"), ("bool", "a boolean"),
@@ -722,10 +759,10 @@ class _Reader:
         modules = {}
         for kind, family in sorted(values["modules"].items()):
             path = ("modules", kind)
-            if not family["handle"].startswith(PUBLISHER + "/") \
-                    or not family["handle"].endswith("/" + kind):
+            parts = family["handle"].split("/")
+            if len(parts) < 3 or parts[-1] != kind:
                 self.fail_at(path + ("handle",), f"{_show(family['handle'])} must look like "
-                             f"{PUBLISHER}/.../{kind}{note}")
+                             f"PUBLISHER/NAME[/...]/{kind}{note}")
             versions = {}
             for number, version in sorted(family["versions"].items()):
                 for index, signature in enumerate(version["signatures"]):
@@ -745,22 +782,61 @@ class _Reader:
             if all(number not in family.versions for family in modules.values()):
                 self.fail_at(("card", "changelog", number),
                              f"version {number} is not a version of this spec's modules", key=True)
-        checkpoint = values["checkpoint"]
-        algo, _, hex_digest = (checkpoint["checksum"].partition(":")
-                               if checkpoint["checksum"] != UNPUBLISHED else (None,) * 3)
+        checkpoint = self.checkpoint(values)
+        labels = values.get("labels")
         return ModelSpec(
             name=name, architecture=values["architecture"],
             display_name=values["display_name"], scope=values["scope"],
-            checkpoint=CheckpointSource(
-                url=checkpoint["url"], size=checkpoint.get("size"), checksum_algo=algo,
-                checksum_hex=hex_digest and hex_digest.lower(), member=checkpoint["member"],
-                card_path=checkpoint["card_path"]),
+            checkpoint=checkpoint,
             image_size=values["image_size"], num_classes=values["num_classes"],
             feature_size=values["feature_size"],
             input_mapping=InputMapping(
                 multiply=float(values["input_mapping"]["multiply"]),
                 subtract=tuple(float(v) for v in values["input_mapping"]["subtract"])),
-            card=CardInfo(**card), modules=modules, source=self.source, variant=variant)
+            card=CardInfo(**card), modules=modules, source=self.source, variant=variant,
+            labels=self.local_path(labels) if labels is not None else None)
+
+    def local_path(self, value: str) -> pathlib.Path:
+        """A path of the spec, made absolute: relative paths are relative to the spec file."""
+        path = pathlib.Path(value).expanduser()
+        return pathlib.Path(os.path.normpath(path if path.is_absolute()
+                                             else self.source.parent.absolute() / path))
+
+    def checkpoint(self, values: dict) -> CheckpointSource:
+        """The CheckpointSource of schema-valid values: a tarball's fields, or a local path's."""
+        checkpoint, card = values["checkpoint"], values["card"]
+        if "path" in checkpoint:
+            for field in ("url", "member", "size"):
+                if field in checkpoint:
+                    self.fail_at(("checkpoint", field), "not allowed with checkpoint.path "
+                                 "(a local checkpoint); remove one", key=True)
+            for field in ("dataset", "dataset_name", "training"):
+                if field not in card:
+                    self.fail_at(("card", field), "missing required field: a spec with a "
+                                 "local checkpoint says what it was trained on (the defaults "
+                                 "describe TF-Slim's ImageNet checkpoints)", key=True)
+            checksum = checkpoint.get("checksum", UNPUBLISHED)
+            if checksum != UNPUBLISHED and not checksum.startswith("sha256:"):
+                self.fail_at(("checkpoint", "checksum"), f"{_show(checksum)}: a local "
+                             "checkpoint is pinned by the sha256 of its files (sha256:HEX, "
+                             "see the README)")
+            path = self.local_path(checkpoint["path"])
+            url = member = None
+            card_path = checkpoint.get("card_path", path.name)
+        else:
+            for field in ("url", "checksum", "member", "card_path"):
+                if field not in checkpoint:
+                    self.fail_at(("checkpoint", field), "missing required field (or give "
+                                 "checkpoint.path for a local checkpoint)", key=True)
+            checksum, path = checkpoint["checksum"], None
+            url, member, card_path = checkpoint["url"], checkpoint["member"], checkpoint["card_path"]
+        algo, _, hex_digest = (checksum.partition(":") if checksum != UNPUBLISHED
+                               else (None,) * 3)
+        return CheckpointSource(
+            url=url, size=checkpoint.get("size"), checksum_algo=algo,
+            checksum_hex=hex_digest and hex_digest.lower(), member=member,
+            card_path=card_path, path=path,
+            use_moving_averages=checkpoint.get("use_moving_averages", False))
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

@@ -297,6 +297,12 @@ def _source_check(record):
     Returns:
       a :class:`Check` that holds, or None (pinned, or nothing recorded).
     """
+    if isinstance(record, dict) and record.get("path"):
+        files = record.get("files") or {}
+        return Check("source", True, "local checkpoint %s: %s (%s), %s bytes in %d files"
+                     % (record["path"], record.get("checksum"),
+                        "pinned by the spec" if record.get("pinned") else "not pinned",
+                        record.get("size"), len(files)))
     if not isinstance(record, dict) or record.get("pinned", True) is not False:
         return None
     size = record.get("size")
@@ -500,7 +506,7 @@ class _Checker:
         import_tensorflow()  # first: it filters TensorFlow's start-up chatter
         checks = []
         run = [self._files, self._format, self._tag_sets, self._signatures,
-               self._image_module_info, self._variables, self._inference]
+               self._image_module_info, self._variables, self._inference, self._labels]
         state = {"dir": Path(module_dir), "target": target}
         for step in run:
             try:
@@ -611,6 +617,9 @@ class _Checker:
             names += " and __call__ (reusable SavedModel API)"
         return Check("signatures", True, "%s; images %s" % (names, _image_shape(target)))
 
+    def _labels(self, state):
+        return _labels_check(state["dir"], state["target"], self._saved_model(state))
+
     def _image_module_info(self, state):
         from hubexport.formats import hub_protos
 
@@ -704,6 +713,40 @@ class _Checker:
             return Check("inference", False, "%s gave non-finite values" % what)
         return Check("inference", True, "%s on 1 image of %dx%d pixels: [1, %d] finite"
                      % (what, size, size, n))
+
+
+def _labels_check(module_dir, target, proto):
+    """The ``labels`` check: a spec's labels are ``assets/labels.txt``, one per class.
+
+    Args:
+      module_dir: the module directory (Path).
+      target: its :class:`hubexport.specs.Target`.
+      proto: its ``SavedModel`` proto (a TF2 module must list the asset).
+
+    Returns:
+      a :class:`Check`, or None when neither the spec nor the module has labels.
+    """
+    from hubexport.formats import LABELS_FILE
+
+    spec, path = target.spec, Path(module_dir) / "assets" / LABELS_FILE
+    if spec.labels is None and not path.exists():
+        return None
+    if not path.is_file():
+        return Check("labels", False, "no assets/%s; the spec names labels %s"
+                     % (LABELS_FILE, spec.labels))
+    count = len(path.read_text(encoding="utf-8").splitlines())
+    if count != spec.num_classes:
+        return Check("labels", False, "assets/%s has %d labels (lines), num_classes is %d"
+                     % (LABELS_FILE, count, spec.num_classes))
+    how = "a plain file (TF1 Hub format)"
+    if target.version.format != "hub":
+        listed = [a.filename for mg in proto.meta_graphs for a in mg.asset_file_def]
+        if LABELS_FILE not in listed:
+            return Check("labels", False, "assets/%s is not a SavedModel asset (not in "
+                         "asset_file_def)" % LABELS_FILE)
+        how = "a SavedModel asset"
+    return Check("labels", True, "assets/%s: %d labels, one per class, %s"
+                 % (LABELS_FILE, count, how))
 
 
 def _card_check(target, card, card_where):

@@ -32,7 +32,7 @@ Signatures (https://www.tensorflow.org/hub/common_signatures/images):
 import os
 
 from hubexport.errors import BuildError
-from hubexport.formats import hub_protos
+from hubexport.formats import LABELS_FILE, hub_protos
 from hubexport.nets import build_net, get_net
 from hubexport.nets.layers import NetContext
 
@@ -115,7 +115,7 @@ def build_graph(architecture, *, num_classes, image_size, input_size, signatures
 
 
 def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
-                     input_size, signatures, input_mapping):
+                     input_size, signatures, input_mapping, labels=None):
     """Writes a module in the TF1 Hub format.
 
     Args:
@@ -132,6 +132,8 @@ def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
       signatures: the SignatureDef names to write.
       input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's),
         from module inputs in [0, 1] to the checkpoint's input range.
+      labels: the text of a class label file (one label per line, str),
+        written to ``assets/labels.txt`` as a plain file, or None.
 
     Raises:
       CheckpointError: ``values`` lacks a variable the net needs.
@@ -157,8 +159,11 @@ def write_hub_module(architecture, values, out_dir, *, num_classes, image_size,
     saved_model = saved_model_pb2.SavedModel()
     attachment = hub_protos.image_module_info_attachment(image_size, image_size)
     os.makedirs(out_dir)
-    # hub's exporter always creates assets/ (empty for these modules).
+    # hub's exporter always creates assets/ (empty unless there are labels).
     os.makedirs(os.path.join(out_dir, "assets"))
+    if labels is not None:  # a plain file beside the graph: hub.Module reads no asset here
+        with open(os.path.join(out_dir, "assets", LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write(labels)
     for tags in TAG_SETS:
         graph = tf.Graph()
         with graph.as_default():

@@ -48,6 +48,7 @@ import functools
 import os
 
 from hubexport.errors import BuildError, CheckpointError, UsageError
+from hubexport.formats import LABELS_FILE
 
 #: Default of ``batch_norm_momentum`` in ``__call__``: the value
 #: ``image_*_with_bn_hparams`` signatures of version 3 use (see FACTS.md,
@@ -229,7 +230,7 @@ def _l2_loss_fn(tf, var, weight_decay):
 
 
 def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_size,
-                        input_size, serving_default, input_mapping):
+                        input_size, serving_default, input_mapping, labels=None):
     """Writes a TF2 reusable SavedModel (module version 4, or 5 with a serving signature).
 
     Must be called with TensorFlow in eager mode (the TF2 default). The API of
@@ -260,6 +261,10 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
         SignatureDef), False for version 4 (no SignatureDefs).
       input_mapping: a :class:`hubexport.nets.InputMapping` (the spec's),
         from inputs in [0, 1] to the checkpoint's input range.
+      labels: the text of a class label file (one label per line, str), or
+        None. It becomes the SavedModel asset ``assets/labels.txt``, tracked
+        as the root's ``labels_file`` (``tf.saved_model.Asset``; after
+        ``hub.load``, ``obj.labels_file.asset_path`` is its path).
 
     Raises:
       UsageError: unknown architecture, or input_size neither "fixed" nor
@@ -303,4 +308,14 @@ def write_saved_model_2(architecture, values, out_dir, *, num_classes, image_siz
             return {output_key: outputs}
 
         signatures[SERVING_SIGNATURE] = serve.get_concrete_function()
-    tf.saved_model.save(module, out_dir, signatures=signatures)
+    if labels is None:
+        tf.saved_model.save(module, out_dir, signatures=signatures)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hubexport-labels-") as staging:
+        path = os.path.join(staging, LABELS_FILE)  # the asset keeps its file name
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(labels)
+        module.labels_file = tf.saved_model.Asset(path)
+        tf.saved_model.save(module, out_dir, signatures=signatures)
