@@ -43,16 +43,33 @@ def published_family(family):
 
     Their modules, cards and stamps are hard-linked into a build output of
     their own (``<family root>/registry-output``), which is published once
-    per session into ``<family root>/registry``.
+    per test run into ``<family root>/registry`` (kept from run to run, so a
+    later run's publish is a no-op): pytest-xdist's workers take turns under
+    a file lock, the first publishes, the others read its result
+    (``registry-result.json``, stamped with the run's id).
     """
+    import filelock
+
     if "family" not in _PUBLISHED:
         root = family.output.parent
         output, registry = root / "registry-output", root / "registry"
-        shutil.rmtree(output, ignore_errors=True)
-        small_output(family, output, REGISTRY_MODULES)
-        proc = run_cli("publish", output, "--registry", registry, "--json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _PUBLISHED["family"] = (registry, json.loads(proc.stdout))
+        result_file = root / "registry-result.json"
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or "pid-%d" % os.getpid()
+        with filelock.FileLock(str(root / ".registry.lock")):
+            saved = json.loads(result_file.read_text()) if result_file.is_file() else {}
+            if saved.get("run") != run:
+                result_file.unlink(missing_ok=True)
+                shutil.rmtree(output, ignore_errors=True)
+                if not (registry / "index.json").is_file():  # a publish killed midway
+                    shutil.rmtree(registry, ignore_errors=True)
+                small_output(family, output, REGISTRY_MODULES)
+                proc = run_cli("publish", output, "--registry", registry, "--json")
+                assert proc.returncode == 0, proc.stderr[-3000:]
+                saved = {"run": run, "result": json.loads(proc.stdout)}
+                tmp = result_file.with_name(".registry-result.json.tmp")
+                tmp.write_text(json.dumps(saved))
+                tmp.replace(result_file)
+        _PUBLISHED["family"] = (registry, saved["result"])
     return _PUBLISHED["family"]
 
 
