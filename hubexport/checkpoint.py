@@ -107,18 +107,25 @@ class Checkpoint:
           spec_file: the spec that sets C, for the message.
 
         Raises:
-          CheckpointError: the checkpoint's logits layer holds another
-            number of classes; one line naming both and the variable.
+          CheckpointError: every variable of the checkpoint's logits layer
+            holds another number of classes than the spec's; one line naming
+            both and the variable. (A layer whose variables disagree, or
+            differ elsewhere, is left to :meth:`check`.)
         """
-        for req in sorted(logits, key=lambda r: r.name):
+        logits = sorted(logits, key=lambda r: r.name)
+        counts = set()
+        for req in logits:
             have = self.shapes.get(req.name)
-            if have and len(have) == len(req.shape) and have[:-1] == tuple(req.shape[:-1]) \
-                    and have[-1] != req.shape[-1]:
-                raise CheckpointError(
-                    "%s: its logits layer %s holds %d classes (shape %s), but %s says "
-                    "num_classes: %d; set num_classes: %d"
-                    % (self.path, req.name, have[-1], list(have), spec_file or "the spec",
-                       req.shape[-1], have[-1]))
+            if not have or len(have) != len(req.shape) or have[:-1] != tuple(req.shape[:-1]):
+                return
+            counts.add(have[-1])
+        if len(counts) == 1 and logits and counts != {logits[0].shape[-1]}:
+            req, have = logits[0], self.shapes[logits[0].name]
+            raise CheckpointError(
+                "%s: its logits layer %s holds %d classes (shape %s), but %s says "
+                "num_classes: %d; set num_classes: %d"
+                % (self.path, req.name, have[-1], list(have), spec_file or "the spec",
+                   req.shape[-1], have[-1]))
 
     def values(self, names):
         """Reads variables.
