@@ -270,12 +270,24 @@ def family(standins, mirror):
 _SHARED_BY_EVERY_WORKER = frozenset({"standins", "mirror", "family"})
 
 
+def _ours(fixturedef):
+    """Whether a fixture is this suite's (not pytest's, e.g. tmp_path_factory, or a plugin's).
+
+    Every worker has pytest's session fixtures anyway; grouping by them
+    would put every test using ``tmp_path`` in one group, and split the tests
+    of a module fixture into two groups, each making the fixture.
+    """
+    module = getattr(fixturedef.func, "__module__", "") or ""
+    return not module.startswith(("_pytest", "pytest", "xdist", "hypothesis"))
+
+
 def _xdist_group(item):
     """The tests of a module-scoped fixture's module (per parameter), or of a session fixture."""
     keys = set()
     for name in item.fixturenames:
         defs = item._fixtureinfo.name2fixturedefs.get(name)
-        if not defs or name in _SHARED_BY_EVERY_WORKER or defs[-1].scope == "function":
+        if not defs or name in _SHARED_BY_EVERY_WORKER or defs[-1].scope == "function" \
+                or not _ours(defs[-1]):
             continue
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get(name, "") if callspec else ""
