@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 LEGACY_VENV ?= .venv-legacy
+LITERT_VENV ?= .venv-litert
 BIN := $(VENV)/bin
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
@@ -10,7 +11,7 @@ PYTEST_ARGS ?=
 # share a module or session fixture stay on one; see tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: install install-legacy demo test test-fast test-legacy bench build-all clean
+.PHONY: install install-legacy install-litert demo test test-fast test-legacy bench build-all clean
 
 install: $(BIN)/.installed
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -28,11 +29,21 @@ $(LEGACY_VENV)/bin/.installed: requirements-legacy.txt
 	$(LEGACY_VENV)/bin/pip install -q -r requirements-legacy.txt
 	touch $@
 
+# LiteRT's interpreter (ai-edge-litert), which runs the .tflite variants in
+# tests/test_deploy_tflite.py in a process of its own, as an app would.
+install-litert: $(LITERT_VENV)/bin/.installed
+$(LITERT_VENV)/bin/.installed: requirements-litert.txt
+	$(PYTHON) -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/pip install -q --upgrade pip
+	$(LITERT_VENV)/bin/pip install -q -r requirements-litert.txt
+	touch $@
+
 demo: install
 	PYTHON=$(BIN)/python DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
-test: install install-legacy
-	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+test: install install-legacy install-litert
+	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python \
+	HUBEXPORT_LITERT_PYTHON=$(CURDIR)/$(LITERT_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not legacy" $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Deployment variants of built modules: TFLite flat buffers (:mod:`hubexport.deploy.tflite`)."""

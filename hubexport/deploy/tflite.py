@@ -1,0 +1,91 @@
+"""TFLite variants of TF2 modules: a ``.tflite`` flat buffer from a version 5 module.
+
+Public entry point: :func:`write_tflite`. The flat buffer is converted with
+TensorFlow's own ``tf.lite.TFLiteConverter`` from the module's
+``serving_default`` signature (so it computes what the module computes, from
+the same net and checkpoint values), at a fixed input shape: one image of
+the module's default size, float32 RGB in [0, 1]
+(``images: [1, S, S, 3]``); its single output is the module's (``logits``
+[1, num_classes] or ``feature_vector`` [1, features]). Only TFLite's builtin
+ops are allowed, so LiteRT's interpreter (``ai-edge-litert``) runs it without
+the Flex delegate.
+
+Quantizations (:data:`QUANTIZATIONS`):
+
+* ``float32``: weights and compute in float32.
+* ``dynamic_range``: weights stored as int8 with per-channel scales
+  (``tf.lite.Optimize.DEFAULT`` without a representative dataset); activations
+  stay float32, so inputs and outputs are float32 too. About 4x smaller, at an
+  accuracy cost that tests measure (see tests/test_deploy_tflite.py).
+"""
+
+import os
+
+from hubexport.errors import BuildError, UsageError
+
+QUANTIZATIONS = ("float32", "dynamic_range")
+# The flat buffer's input name and its signature's name.
+INPUT_NAME = "images"
+SIGNATURE = "serving_default"
+
+
+def write_tflite(module_dir, path, *, image_size, quantization="float32"):
+    """Converts a version 5 module (TF2 SavedModel with serving_default) to a ``.tflite`` file.
+
+    Args:
+      module_dir: the module directory (str or Path).
+      path: the ``.tflite`` file to write; written to a temporary name beside
+        it, then renamed, so a failed conversion leaves nothing there.
+      image_size: the input height and width S in pixels (the spec's
+        image_size): the flat buffer takes float32 [1, S, S, 3] in [0, 1].
+      quantization: one of :data:`QUANTIZATIONS`.
+
+    Returns:
+      int: the file's size in bytes.
+
+    Raises:
+      UsageError: an unknown quantization.
+      BuildError: the module has no serving_default signature, the
+        conversion fails, or the file cannot be written.
+    """
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise UsageError("quantization %r: use one of %s" % (quantization,
+                                                              ", ".join(QUANTIZATIONS)))
+    loaded = tf.saved_model.load(str(module_dir))
+    if SIGNATURE not in loaded.signatures:
+        raise BuildError("%s has no %s signature (a version 5 module has); cannot convert it "
+                         "to TFLite" % (module_dir, SIGNATURE))
+    serve = loaded.signatures[SIGNATURE]
+    (input_key,) = serve.structured_input_signature[1]
+    (output_key,) = serve.structured_outputs
+
+    @tf.function(input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.float32,
+                                                name=INPUT_NAME)])
+    def infer(images):
+        return {output_key: serve(**{input_key: images})[output_key]}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [infer.get_concrete_function()], loaded)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        flat = converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others
+        raise BuildError("cannot convert %s to TFLite (%s)" % (
+            module_dir, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)) \
+            from None
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(flat)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BuildError("cannot write %s: %s; check free space and permissions"
+                         % (path, e.strerror or e)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(flat)
