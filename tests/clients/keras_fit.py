@@ -43,17 +43,21 @@ def fit(path, trainable, size, weight_decay):
     trainable_ids = {id(w) for w in layer.trainable_weights}
     changed = {"trainable": 0, "moving": 0, "other": 0}
     counts = {"trainable": 0, "moving": 0, "other": 0}
+    unchanged_trainable = []
     for w, old in zip(layer.weights, before):
         leaf = w.name.split(":")[0].rsplit("/", 1)[-1]
         kind = ("trainable" if id(w) in trainable_ids else
                 "moving" if leaf.startswith("moving_") else "other")
         counts[kind] += 1
-        changed[kind] += int(not np.array_equal(w.numpy(), old))
+        moved = not np.array_equal(w.numpy(), old)
+        changed[kind] += int(moved)
+        if kind == "trainable" and not moved:
+            unchanged_trainable.append(w.name.split(":")[0])
     decay = [w for w in layer.weights if w.name.split("/")[-1].startswith("weights")]
     want_loss = sum(weight_decay * float(np.sum(w.numpy().astype(np.float64) ** 2)) / 2
                     for w in decay)
     return dict(
-        counts=counts, changed=changed,
+        counts=counts, changed=changed, unchanged_trainable=unchanged_trainable,
         n_layer_trainable=len(layer.trainable_weights),
         head_changed=any(not np.array_equal(w.numpy(), o)
                          for w, o in zip(model.layers[1].weights, head_before)),
