@@ -20,23 +20,26 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# A venv of a requirements file's packages, for a rule VENV/bin/.installed:
+# REQUIREMENTS.txt ($(@D) is VENV/bin, $< the requirements file).
+define requirements_venv
+	$(PYTHON) -m venv $(patsubst %/bin,%,$(@D))
+	$(@D)/pip install -q --upgrade pip
+	$(@D)/pip install -q -r $<
+	touch $@
+endef
+
 # The legacy client for the TF1 Hub format: tensorflow-cpu 2.15.1 +
 # tensorflow-hub 0.15.0 (hub.Module), plus tf-slim as a reference net.
 install-legacy: $(LEGACY_VENV)/bin/.installed
 $(LEGACY_VENV)/bin/.installed: requirements-legacy.txt
-	$(PYTHON) -m venv $(LEGACY_VENV)
-	$(LEGACY_VENV)/bin/pip install -q --upgrade pip
-	$(LEGACY_VENV)/bin/pip install -q -r requirements-legacy.txt
-	touch $@
+	$(requirements_venv)
 
 # LiteRT's interpreter (ai-edge-litert), which runs the .tflite variants in
 # tests/test_deploy_tflite.py in a process of its own, as an app would.
 install-litert: $(LITERT_VENV)/bin/.installed
 $(LITERT_VENV)/bin/.installed: requirements-litert.txt
-	$(PYTHON) -m venv $(LITERT_VENV)
-	$(LITERT_VENV)/bin/pip install -q --upgrade pip
-	$(LITERT_VENV)/bin/pip install -q -r requirements-litert.txt
-	touch $@
+	$(requirements_venv)
 
 demo: install
 	PYTHON=$(BIN)/python DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh

@@ -25,6 +25,7 @@ header, then the float32 arrays back to back); the others memory-map that
 file, so its pages are shared and nothing is parsed or copied twice.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -211,8 +212,6 @@ def read_once(path, requests, shared_dir=None, *, moving_averages=False, logits=
 
 
 def _read_checked(path, requests, moving_averages=False, logits=(), spec_file=None):
-    import dataclasses
-
     ckpt = Checkpoint(path)
     ckpt.check_classes([r for r in requests if r.name in logits], spec_file)
     source = {r.name: r.name + MOVING_AVERAGE_SUFFIX if moving_averages else r.name

@@ -29,10 +29,10 @@ import re
 from pathlib import Path
 
 from hubexport.errors import ChecksumError, FetchError
+from hubexport.hashing import sha256_file
 
 _DATA = re.compile(r"\.data-(\d{5})-of-(\d{5})\Z")
 _STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"\s*$', re.M)
-_CHUNK = 1 << 20  # bytes hashed per read
 
 
 def resolve_local(spec):
@@ -142,14 +142,7 @@ def _latest(directory, spec_file):
 
 def _sha256(path):
     """(sha256 hex, size in bytes) of a file; FetchError if it cannot be read."""
-    h, n = hashlib.sha256(), 0
     try:
-        with open(path, "rb") as f:
-            while True:
-                chunk = f.read(_CHUNK)
-                if not chunk:
-                    return h.hexdigest(), n
-                h.update(chunk)
-                n += len(chunk)
+        return sha256_file(path)
     except OSError as e:
         raise FetchError("%s: cannot read (%s)" % (path, e.strerror or e)) from None

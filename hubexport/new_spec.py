@@ -99,8 +99,7 @@ def new_spec(name, base, checkpoint, num_classes, handle, labels=None, output=".
         name=name, base=spec, handle=prefix, num_classes=num_classes,
         checkpoint=_relative(checkpoint, output), labels=labels and _relative(labels, output),
         card_path=_card_path(checkpoint), families=families,
-        spec_file=os.path.relpath(target) if not os.path.relpath(target).startswith("..")
-        else str(target))
+        spec_file=_shown(target))
     try:  # the paths in it are relative to its final directory
         parse_spec_file(text, target)
     except SpecError as e:
@@ -135,6 +134,12 @@ def _relative(path, directory):
     """``path`` relative to ``directory`` if it lies below the directory's parent, else absolute."""
     rel = os.path.relpath(path, directory)
     return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else str(path)
+
+
+def _shown(path):
+    """How the spec's comments name the spec file: relative to here if below it, else absolute."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith(os.pardir) else rel
 
 
 def _card_path(checkpoint):

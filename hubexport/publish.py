@@ -87,6 +87,7 @@ import filelock
 
 from hubexport import __version__
 from hubexport.errors import PublishError, UsageError
+from hubexport.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -267,14 +268,6 @@ def _varint(data, pos, what):
             return value, pos
 
 
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _content(module_dir, files):
     """Returns {rel: sha256} of the normalized files and their total size (bytes)."""
     manifest, total = {}, 0
@@ -285,7 +278,7 @@ def _content(module_dir, files):
             manifest[rel] = hashlib.sha256(data).hexdigest()
             total += len(data)
         else:
-            manifest[rel] = _sha256_file(path)
+            manifest[rel] = sha256_file(path)[0]
             total += path.stat().st_size
     return manifest, total
 
@@ -503,7 +496,7 @@ def _file_problem(check):
     try:
         if size is not None and path.stat().st_size != size:
             return "%s: size %d bytes, the index says %d" % (path, path.stat().st_size, size)
-        actual = _sha256_file(path)
+        actual = sha256_file(path)[0]
     except FileNotFoundError:
         return "%s: missing" % path
     except OSError as e:
@@ -669,7 +662,7 @@ def _scan(module_dir, card, record):
     files, dirs = module_files(module_dir)
     manifest, size = _content(module_dir, files)
     return _Built(record["module_handle"], module_dir, card, record, files, dirs, manifest,
-                  size, _sha256_file(card))
+                  size, sha256_file(card)[0])
 
 
 def _entry(built, sha256, size):
@@ -840,7 +833,7 @@ def _stage(built, root):
         except ValueError as e:  # tarfile: a name too long for the ustar format
             raise PublishError("%s: cannot archive it (%s)" % (built.module_dir, e)) from None
         shutil.copyfile(built.card, tmp_doc)
-        if _sha256_file(tmp_doc) != built.doc_sha256:
+        if sha256_file(tmp_doc)[0] != built.doc_sha256:
             raise PublishError("%s changed while it was being published; publish again"
                                % built.card)
     except OSError as e:

@@ -48,7 +48,6 @@ TensorFlow is imported lazily, inside :func:`make_standin`.
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -59,6 +58,7 @@ import tempfile
 from pathlib import Path
 
 from hubexport.errors import BuildError, UsageError
+from hubexport.hashing import sha256_file
 from hubexport.nets import ARCHITECTURES
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -66,7 +66,6 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 CHECKPOINT_FORMATS = ("v1", "v2")
 # Gzip level of the tarball: random floats hardly compress, level 1 is fastest.
 GZIP_LEVEL = 1
-_COPY_CHUNK = 1 << 20  # bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,16 +326,6 @@ def _write_tarball(entries, tarball):
                     tar.addfile(info, src)
 
 
-def _sha256_and_size(path):
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def pin_spec_text(text, size, checksum, source="spec"):
     """Replaces the checkpoint ``size`` and ``checksum`` lines of a spec's text.
 
@@ -496,7 +485,7 @@ def make_standin(model, out_dir, seed=0):
         tmp_tarball = work / (tarball.name + ".part")
         write_standin_tarball(standin_values(manifest, seed), spec.checkpoint.member,
                               tmp_tarball, expected["format"])
-        hexdigest, size = _sha256_and_size(tmp_tarball)
+        hexdigest, size = sha256_file(tmp_tarball)
         checksum = "sha256:" + hexdigest
         if spec.variant is None:
             pinned = pin_spec_text(spec_text, size, checksum, source=spec_path)
