@@ -12,6 +12,12 @@ Output layout (``OUT`` = ``--output``)::
     OUT/google/imagenet/inception_v2/classification/3.md     its card
     OUT/google/imagenet/inception_v2/classification/.3.stamp what it was built from
 
+With ``deploy=("tflite",)`` (``--deploy tflite``), each version 5 module
+then gets its TFLite variants, beside the modules under their own handles
+(:mod:`hubexport.deploy`)::
+
+    OUT/google/lite-model/imagenet/inception_v2/classification/5/default/1.tflite  (and 1.md)
+
 A module directory appears only complete: it is written to a temporary
 directory beside it (``.3.tmp-<pid>``) and renamed into place; the card
 follows, then the stamp. Leftovers of an interrupted build are removed by
@@ -56,6 +62,8 @@ from pathlib import Path
 import filelock
 
 from hubexport import __version__
+from hubexport.atomic import disk_error as _disk_error
+from hubexport.atomic import write_text as _write_atomic
 from hubexport.errors import BuildError, UsageError
 
 log = logging.getLogger(__name__)
@@ -66,11 +74,14 @@ class BuildResult:
     """What happened to one target.
 
     Attributes:
-      module_handle: e.g. ``google/imagenet/inception_v2/classification/3``.
-      module_dir: the module directory (Path).
+      module_handle: e.g. ``google/imagenet/inception_v2/classification/3``
+        (a deployment variant's handle for a variant).
+      module_dir: the module directory (Path); for a deployment variant, its
+        file (e.g. ``.../5/default/1.tflite``).
       card: the card file (Path).
       status: "built" or "up-to-date".
       seconds: wall time spent on this target (seconds).
+      deploy: None for a module; a deployment variant's format (e.g. "tflite").
     """
 
     module_handle: str
@@ -78,11 +89,15 @@ class BuildResult:
     card: Path
     status: str
     seconds: float
+    deploy: str | None = None
 
     def to_json(self):
-        return {"module_handle": self.module_handle, "module_dir": str(self.module_dir),
-                "card": str(self.card), "status": self.status,
-                "seconds": round(self.seconds, 3)}
+        out = {"module_handle": self.module_handle, "module_dir": str(self.module_dir),
+               "card": str(self.card), "status": self.status,
+               "seconds": round(self.seconds, 3)}
+        if self.deploy is not None:
+            out["deploy"] = self.deploy
+        return out
 
 
 def target_paths(output, target):
@@ -180,24 +195,6 @@ def _clean_leftovers(parent, version):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
 
 
-def _disk_error(action, path, reason, where):
-    """The BuildError for a failed write: ``cannot ACTION PATH: REASON; check ... of WHERE``."""
-    return BuildError("cannot %s %s: %s; check free space and permissions of %s"
-                      % (action, path, reason, where))
-
-
-def _write_atomic(path, text):
-    """Writes ``path`` by rename; raises BuildError (leaving no temp file) if it cannot."""
-    tmp = path.with_name(".%s.tmp-%d" % (path.name, os.getpid()))
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp.exists():
-            tmp.unlink()
-        raise _disk_error("write", path, e.strerror or e, path.parent) from None
-
-
 def _tf_write_error(error):
     """The reason of a TensorFlow error raised while writing, or None if it is another error.
 
@@ -221,7 +218,8 @@ def _tf_write_error(error):
 
 
 def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None,
-          force=False, progress=None, jobs=1, allow_unpinned=False, on_unpinned=None):
+          force=False, progress=None, jobs=1, allow_unpinned=False, on_unpinned=None,
+          deploy=()):
     """Builds modules and cards.
 
     Args:
@@ -240,14 +238,19 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
         :class:`hubexport.fetch.FetchedSource`) after an unpinned source was
         fetched; None logs :func:`hubexport.fetch.unpinned_warning` as a
         warning.
+      deploy: deployment formats (names of :data:`hubexport.deploy.FORMATS`,
+        e.g. ``("tflite",)``): after the modules, each module these formats
+        convert gets its variants (:func:`hubexport.deploy.deploy_targets`),
+        written in worker processes too.
 
     Returns:
       list of :class:`BuildResult`, one per target, in build order (spec
-      order, then kind and version).
+      order, then kind and version), then one per deployment variant.
 
     Raises:
-      UsageError: the version or kind is not defined by a spec, or
-        ``jobs`` < 1.
+      UsageError: the version or kind is not defined by a spec, ``jobs``
+        < 1, or ``deploy`` names an unknown format or one that none of the
+        targets can be converted to.
       UnpinnedSourceError: a spec's checkpoint has no published checksum
         and ``allow_unpinned`` is False (a UsageError; nothing is written).
       FetchError, ChecksumError, ArchiveError: the tarball could not be had.
@@ -255,11 +258,13 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
       BuildError: writing a module failed (nothing partial is left).
     """
     from hubexport import fetch
+    from hubexport.deploy import deploy_targets
 
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError("--jobs must be a whole number >= 1, got %r" % (jobs,))
     unique = {spec.name: spec for spec in specs}  # a model named twice is built once
     plan = [(spec, spec.targets(version=version, kind=kind)) for spec in unique.values()]
+    variants = deploy_targets([t for _, targets in plan for t in targets], deploy)
     for spec, _ in plan:
         fetch.require_pinned(spec, allow_unpinned)
         if spec.labels is not None:
@@ -299,7 +304,31 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
         if todo_by_spec:
             for r in _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
                 results[r.module_handle] = r
-    return [results[t.module_handle] for _, targets in plan for t in targets]
+        deployed = _deploy(variants, output, force, jobs)
+    return [results[t.module_handle] for _, targets in plan for t in targets] + deployed
+
+
+def _deploy(variants, output, force, jobs):
+    """Writes the deployment variants that are not up to date; returns a BuildResult each.
+
+    Runs after the modules are built (under the build's output lock); each
+    variant's parent module and its stamp are in place.
+    """
+    from hubexport import deploy
+
+    results, todo = {}, []
+    for v in variants:
+        module_dir, _, parent_stamp_file = target_paths(output, v.parent)
+        parent_stamp = json.loads(parent_stamp_file.read_text())["stamp"]
+        path, card, _ = deploy.variant_paths(output, v)
+        if not force and deploy.is_up_to_date(output, v, parent_stamp):
+            results[v.variant_handle] = BuildResult(v.variant_handle, path, card,
+                                                    "up-to-date", 0.0, v.format)
+        else:
+            todo.append((_deploy_task, (v, str(module_dir), str(output), parent_stamp)))
+    for r in (_run_in_workers(todo, jobs) if todo else []):
+        results[r.module_handle] = r
+    return [results[v.variant_handle] for v in variants]
 
 
 _SHARED_PREFIX = ".hubexport-values-"
@@ -341,24 +370,27 @@ def _run_tasks(todo_by_spec, output, cache_dir, mirror, progress, jobs):
             shared_dir.mkdir()
         except OSError as e:
             raise _disk_error("create", shared_dir, e.strerror or e, output) from None
+    shared = None if shared_dir is None else str(shared_dir)
     try:
-        return _run_in_workers(tasks, output, jobs, shared_dir)
+        return _run_in_workers([(_build_task, (spec, targets, ckpt_path, str(output), shared,
+                                               source))
+                                for spec, targets, ckpt_path, source in tasks], jobs)
     finally:
         if shared_dir is not None:
             shutil.rmtree(shared_dir, ignore_errors=True)
 
 
-def _run_in_workers(tasks, output, jobs, shared_dir):
-    """Runs ``tasks`` (spec, targets, checkpoint path, source record) in worker processes.
+def _run_in_workers(calls, jobs):
+    """Runs ``calls`` (function, args) in up to ``jobs`` worker processes, each in a fresh one.
 
-    See _run_tasks.
+    Each function returns a list of :class:`BuildResult`; returns them all,
+    in completion order. See _run_tasks and _deploy.
     """
-    shared = None if shared_dir is None else str(shared_dir)
     results = []
     # max_tasks_per_child=1: every task starts in a fresh process (see the
     # module docstring on TF2 function names).
     with concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+            max_workers=min(jobs, len(calls)), mp_context=multiprocessing.get_context("spawn"),
             max_tasks_per_child=1, initializer=_init_worker,
             initargs=(logging.getLogger("hubexport").getEffectiveLevel(), os.getpid())) as pool:
         # Ctrl-C reaches the whole process group, workers too; one starting up
@@ -370,9 +402,7 @@ def _run_in_workers(tasks, output, jobs, shared_dir):
 
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            futures = [pool.submit(_build_task, spec, targets, ckpt_path, str(output), shared,
-                                   source)
-                       for spec, targets, ckpt_path, source in tasks]
+            futures = [pool.submit(function, *args) for function, args in calls]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
@@ -463,6 +493,28 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None, source=None):
     _task_running = True
     try:
         return _run_task(spec, targets, ckpt_path, output, shared_dir, source)
+    finally:
+        _task_running = False
+
+
+def _deploy_task(variant, module_dir, output, parent_stamp):
+    """In a worker process: writes one deployment variant (:func:`hubexport.deploy.write_variant`).
+
+    Returns:
+      list of one :class:`BuildResult`.
+    """
+    global _task_running
+    from hubexport.deploy import write_variant
+    from hubexport.tfimport import import_tensorflow
+
+    _task_running = True
+    try:
+        import_tensorflow()
+        started = time.monotonic()
+        path, card, _ = write_variant(variant, module_dir, output, parent_stamp)
+        log.info("built %s", variant.variant_handle)
+        return [BuildResult(variant.variant_handle, path, card, "built",
+                            time.monotonic() - started, variant.format)]
     finally:
         _task_running = False
 

@@ -6,6 +6,9 @@ Public entry point: :func:`render_card`. Templates live in
 documentation format (FACTS.md): the line ``# Module PUBLISHER/NAME/VERSION``,
 a one-line description, ``<!-- key: value -->`` metadata, then the sections
 of the seed cards (overview, training, usage, fine-tuning, changelog).
+:func:`render_variant_card` renders a deployment variant's card
+(``card_tflite.md.j2``: ``# Lite HANDLE``, its parent module, input and
+output, the measured accuracy cost).
 """
 
 import re
@@ -73,6 +76,29 @@ def render_card(target, min_image_size):
         changelog_versions=sorted({n for family in spec.modules.values()
                                    for n in family.versions if n <= version.version}),
     )
+    return re.sub(r"\n{4,}", "\n\n\n", text).rstrip("\n") + "\n"
+
+
+def render_variant_card(target, record):
+    """Renders the card of one deployment variant.
+
+    Args:
+      target: a :class:`hubexport.deploy.DeployTarget`.
+      record: its stamp's record (:func:`hubexport.deploy.variant_record`).
+
+    Returns:
+      str: the Markdown card, ending in a newline.
+    """
+    parent, spec = target.parent, target.parent.spec
+    classification = parent.kind == "classification"
+    what = ("%s classification with %s" % (spec.card.dataset_name, spec.display_name)
+            if classification else "Feature vectors of images with %s trained on %s"
+            % (spec.display_name, spec.card.dataset_name))
+    text = _ENV.get_template("card_%s.md.j2" % target.format).render(
+        spec=spec, record=record, handle_line=handle_line(target.variant_handle),
+        description="%s, as a TFLite flat buffer (%s)." % (what, target.title),
+        classification=classification, task=_TASKS[parent.kind], size=spec.image_size,
+        summary=target.summary, imagenet_labels=spec.card.dataset == IMAGENET_DATASET)
     return re.sub(r"\n{4,}", "\n\n\n", text).rstrip("\n") + "\n"
 
 

@@ -256,12 +256,16 @@ def fetch(names, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
 @click.option("--force", is_flag=True, help="Rebuild modules that are up to date.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes writing modules (each module's bytes do not depend on it).")
+@click.option("--deploy", multiple=True, type=click.Choice(["tflite"]),
+              help="Also write deployment variants of the modules: 'tflite' converts each "
+                   "version 5 module to a float32 and a dynamic-range quantized .tflite, with "
+                   "cards, at OUTPUT/<publisher>/lite-model/<rest of handle>/5/<variant>/1.tflite.")
 @specs_option
 @mirror_option
 @cache_option
 @allow_unpinned_option
 @json_option
-def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, cache_dir,
+def build(names, all_, version, kind, output, force, jobs, deploy, specs_dir, mirror, cache_dir,
           allow_unpinned, as_json):
     """Build TF Hub modules and their cards from TF-Slim checkpoints.
 
@@ -284,19 +288,22 @@ def build(names, all_, version, kind, output, force, jobs, specs_dir, mirror, ca
       hubexport build 'mobilenet_v1_*_224' --jobs 2
       hubexport build --all --output modules --jobs 2
       hubexport build specs/flowers_inception_v2.yaml --version 5
+      hubexport build mobilenet_v2_100_224 --version 5 --deploy tflite
     """
     from hubexport.build import build as build_stage
 
     specs = _load_specs(specs_dir, names, all_)
     results = build_stage(specs, output=output, version=version, kind=kind,
                           cache_dir=cache_dir, mirror=mirror, force=force, jobs=jobs,
-                          allow_unpinned=allow_unpinned, on_unpinned=_warn_unpinned)
+                          allow_unpinned=allow_unpinned, on_unpinned=_warn_unpinned,
+                          deploy=deploy)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
         return
     for r in results:
-        click.echo("%-10s %s\n           module: %s\n           card:   %s"
-                   % (r.status, r.module_handle, r.module_dir, r.card))
+        click.echo("%-10s %s\n           %-7s %s\n           card:   %s"
+                   % (r.status, r.module_handle, "module:" if r.deploy is None else "file:",
+                      r.module_dir, r.card))
 
 
 @cli.command(epilog=_EPILOG)

@@ -1,13 +1,18 @@
-"""TFLite variants of version 5 modules, run in LiteRT (issue 13, first part).
+"""TFLite variants from `hubexport build --deploy tflite`, run in LiteRT (issue 13).
 
-:func:`hubexport.deploy.tflite.write_tflite` converts modules of the
-session's family (built by the CLI from the stand-ins); each ``.tflite`` runs
-in LiteRT's interpreter (``ai-edge-litert`` 2.3.0, in its own venv
-``.venv-litert``: tests/litert/run_tflite.py, which imports neither
-TensorFlow nor hubexport) on structured images, against ``hub.load`` of the
-parent module in TensorFlow 2.21. float32 must match to 1e-4 relative;
-dynamic_range (int8 weights) to DYNAMIC_RANGE_TOLERANCE, and each image's
-output must be nearer its own module output than the other images'.
+The variants are written by the real CLI, ``hubexport build MODEL...
+--version 5 --kind KIND --deploy tflite``, into a build output of hard links
+to the session family's version 5 modules (up to date, so only the variants
+are written): every version 5 module of the seeds' family (Inception V2 and
+Inception-ResNet-V2, both kinds) and one module of each net family the zoo
+added. Each ``.tflite`` runs in LiteRT's interpreter (``ai-edge-litert``
+2.3.0, in its own venv ``.venv-litert``: tests/litert/run_tflite.py, which
+imports neither TensorFlow nor hubexport) on structured images, against
+``hub.load`` of the parent module in TensorFlow 2.21 (an implementation of
+the module's computation we did not write). The float32 variant must match
+to 1e-4 relative; the dynamic-range one (int8 weights) to
+DYNAMIC_RANGE_TOLERANCE, nearer each image's own module output than the
+other images', and LiteRT must reproduce the accuracy figure its card states.
 """
 
 import json
@@ -18,13 +23,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from family_support import SPECS
 from reference_support import REPO, max_rel, structured_images
+from registry_support import run_cli, small_output
 
 pytestmark = pytest.mark.slow
 
-# (model, kind): small and large nets, variable and fixed input size.
-CASES = [("mobilenet_v1_025_128", "classification"), ("mobilenet_v2_035_96", "feature_vector"),
-         ("inception_v2", "classification")]
+# model -> kind converted: the seeds' family both kinds (listed twice), and
+# one model of each net family the zoo added.
+CASES = [("inception_v2", "classification"), ("inception_v2", "feature_vector"),
+         ("inception_resnet_v2", "classification"), ("inception_resnet_v2", "feature_vector"),
+         ("inception_v1", "classification"), ("inception_v3", "feature_vector"),
+         ("resnet_v1_50", "classification"), ("resnet_v2_50", "feature_vector"),
+         ("mobilenet_v1_025_128", "classification"), ("mobilenet_v2_035_96", "feature_vector")]
+CASES = [c for c in CASES if c[0] in SPECS]  # all, unless HUBEXPORT_TEST_MODELS narrows the family
+IDS = ["/".join(c) for c in CASES]
+VARIANTS = {"default": "float32", "dynamic_range": "dynamic_range"}
 FLOAT32_TOLERANCE = 1e-4
 # Measured on these stand-ins (random weights, which int8 fits worse than
 # trained ones): at most 0.16 relative, for mobilenet_v2_035_96's features.
@@ -37,28 +51,46 @@ def litert_python():
     return os.environ.get("HUBEXPORT_LITERT_PYTHON", str(REPO / ".venv-litert" / "bin" / "python"))
 
 
+def variant_handle(model, kind, variant):
+    return "google/lite-model/imagenet/%s/%s/5/%s/1" % (model, kind, variant)
+
+
 @pytest.fixture(scope="module")
-def converted(family, tmp_path_factory):
-    """(model, kind, quantization) -> (.tflite Path, images, module outputs, size in bytes)."""
+def deployed(family, tmp_path_factory):
+    """The CLI's variants and the parent modules' outputs.
+
+    Returns (output Path, {handle: build --json result}, {(model, kind):
+    (images, module outputs, probe images, module outputs)}): the images are
+    structured_images, the probe images those the build measured its cards'
+    figures on (hubexport.deploy.probe_images).
+    """
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    from hubexport.deploy.tflite import QUANTIZATIONS, write_tflite
+    from hubexport.deploy import PROBE_IMAGES, probe_images
 
-    root = tmp_path_factory.mktemp("tflite")
-    out = {}
+    output = small_output(family, tmp_path_factory.mktemp("deploy") / "out",
+                          [(m, k, 5) for m, k in CASES])
+    results = {}
+    for kind in ("classification", "feature_vector"):
+        models = [m for m, k in CASES if k == kind]
+        proc = run_cli("build", *models, "--version", "5", "--kind", kind, "--deploy", "tflite",
+                       "--jobs", "2", "--json", "--specs", family.specs_dir, "--mirror",
+                       "file://%s" % family.specs_dir.parent, "--cache-dir", family.cache_dir,
+                       "--output", output)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.update({r["module_handle"]: r for r in json.loads(proc.stdout)})
+    expected = {}
     for index, (model, kind) in enumerate(CASES):
-        module = family.module(model, kind, 5)
         size = family.spec(model).image_size
         images = structured_images(11 + index, N_IMAGES, size, size)
-        loaded = hub.load(str(module))
-        expected = np.stack([loaded(tf.constant(image[None]), training=False).numpy()[0]
-                             for image in images])
-        for quantization in QUANTIZATIONS:
-            path = root / ("%s-%s-%s.tflite" % (model, kind, quantization))
-            nbytes = write_tflite(module, path, image_size=size, quantization=quantization)
-            out[(model, kind, quantization)] = (path, images, expected, nbytes)
-    return out
+        probes = probe_images(PROBE_IMAGES, size)
+        loaded = hub.load(str(output / "google" / "imagenet" / model / kind / "5"))
+        expected[(model, kind)] = tuple(
+            x for batch in (images, probes)
+            for x in (batch, np.stack([loaded(tf.constant(image[None]), training=False).numpy()[0]
+                                       for image in batch])))
+    return output, results, expected
 
 
 def _run_litert(path, images, tmp_path):
@@ -74,10 +106,46 @@ def _run_litert(path, images, tmp_path):
     return np.load(tmp_path / "out.npy"), json.loads((tmp_path / "report.json").read_text())
 
 
-@pytest.mark.parametrize("model,kind", CASES, ids=["/".join(c) for c in CASES])
-def test_float32_tflite_matches_the_module_in_litert(converted, family, model, kind, tmp_path):
-    path, images, expected, _ = converted[(model, kind, "float32")]
-    got, report = _run_litert(path, images, tmp_path)
+def _stamp(output, model, kind, variant):
+    path = output / variant_handle(model, kind, variant)
+    return json.loads((path.parent / ".1.stamp").read_text())["variant"]
+
+
+def test_build_writes_each_variant_with_card_and_stamp(deployed, family):
+    from hubexport.cards import METADATA_RE
+    from hubexport.hashing import sha256_file
+
+    output, results, _ = deployed
+    for model, kind in CASES:
+        assert results["google/imagenet/%s/%s/5" % (model, kind)]["status"] == "up-to-date"
+        for variant, quantization in VARIANTS.items():
+            handle = variant_handle(model, kind, variant)
+            r = results[handle]
+            assert r["status"] == "built" and r["deploy"] == "tflite", r
+            path = output / (handle + ".tflite")
+            assert Path(r["module_dir"]) == path and Path(r["card"]) == path.with_suffix(".md")
+            record = _stamp(output, model, kind, variant)
+            assert record["parent_module"] == "google/imagenet/%s/%s/5" % (model, kind)
+            assert record["quantization"] == quantization
+            assert (record["sha256"], record["size"]) == sha256_file(path)
+            card = path.with_suffix(".md").read_text()
+            assert card.splitlines()[0] == "# Lite " + "/&zwnj;".join(
+                handle.split("/")[:-1]) + "/1"
+            meta = dict(METADATA_RE.findall(card))
+            assert meta["parent-model"] == record["parent_module"]
+            assert meta["format"] == "tflite" and meta["asset-path"] == "1.tflite"
+            size = family.spec(model).image_size
+            assert "float32 `[1, %d, %d, 3]`" % (size, size) in card
+            assert "%.3g of the largest output" % record["probe"]["max_rel_diff"] in card
+    assert len([r for r in results.values() if r.get("deploy")]) == 2 * len(CASES)
+
+
+@pytest.mark.parametrize("model,kind", CASES, ids=IDS)
+def test_float32_variant_matches_the_module_in_litert(deployed, family, model, kind, tmp_path):
+    output, _, expected = deployed
+    images, want, _, _ = expected[(model, kind)]
+    got, report = _run_litert(output / (variant_handle(model, kind, "default") + ".tflite"),
+                              images, tmp_path)
     size = family.spec(model).image_size
     assert report["input"]["shape"] == [1, size, size, 3]
     assert report["input"]["dtype"] == "float32" and report["output"]["dtype"] == "float32"
@@ -85,22 +153,62 @@ def test_float32_tflite_matches_the_module_in_litert(converted, family, model, k
         family.spec(model).feature_size
     assert report["output"]["shape"] == [1, n]
     assert list(report["signatures"]) == ["serving_default"]
-    assert got.shape == expected.shape
+    assert got.shape == want.shape
     # The images' outputs differ by far more than the tolerance: the check can fail.
-    assert max_rel(expected[0], expected[1]) > 100 * FLOAT32_TOLERANCE
-    assert max_rel(got, expected) < FLOAT32_TOLERANCE
+    assert max_rel(want[0], want[1]) > 100 * FLOAT32_TOLERANCE
+    assert max_rel(got, want) < FLOAT32_TOLERANCE
+    assert _stamp(output, model, kind, "default")["probe"]["max_rel_diff"] < FLOAT32_TOLERANCE
 
 
-@pytest.mark.parametrize("model,kind", CASES, ids=["/".join(c) for c in CASES])
-def test_dynamic_range_tflite_is_smaller_and_close(converted, model, kind, tmp_path):
-    path, images, expected, nbytes = converted[(model, kind, "dynamic_range")]
-    assert nbytes < 0.4 * converted[(model, kind, "float32")][3]  # int8 weights
+@pytest.mark.parametrize("model,kind", CASES, ids=IDS)
+def test_dynamic_range_variant_is_smaller_close_and_as_its_card_says(deployed, model, kind,
+                                                                      tmp_path):
+    output, _, expected = deployed
+    images, want, probes, module = expected[(model, kind)]
+    path = output / (variant_handle(model, kind, "dynamic_range") + ".tflite")
+    record = _stamp(output, model, kind, "dynamic_range")
+    assert record["size"] < 0.4 * _stamp(output, model, kind, "default")["size"]  # int8 weights
     got, _ = _run_litert(path, images, tmp_path)
     for i in range(len(images)):
-        err = max_rel(got[i], expected[i])
+        err = max_rel(got[i], want[i])
         assert err < DYNAMIC_RANGE_TOLERANCE, (i, err)
-        others = [max_rel(got[i], expected[j]) for j in range(len(images)) if j != i]
+        others = [max_rel(got[i], want[j]) for j in range(len(images)) if j != i]
         assert err < min(others), (i, err, others)  # it tells the images apart
+    # The card's figure (TensorFlow's TFLite kernels at build time) holds in
+    # LiteRT, on the same probe images, against the same module.
+    on_litert, _ = _run_litert(path, probes, tmp_path)
+    stated = record["probe"]["max_rel_diff"]
+    assert stated > 1e-4  # int8 weights cost something
+    assert stated / 1.5 < max_rel(on_litert, module) < stated * 1.5, (stated, max_rel(on_litert,
+                                                                                       module))
+
+
+def test_a_second_build_finds_the_variants_up_to_date(deployed, family):
+    output, _, _ = deployed
+    proc = run_cli("build", "mobilenet_v1_025_128", "--version", "5", "--kind", "classification",
+                   "--deploy", "tflite", "--json", "--specs", family.specs_dir, "--cache-dir",
+                   family.cache_dir, "--mirror", "file://%s" % family.specs_dir.parent,
+                   "--output", output)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["status"] for r in json.loads(proc.stdout)] == ["up-to-date"] * 3
+
+
+def test_conversion_is_reproducible(family, tmp_path):
+    from hubexport.deploy.tflite import write_tflite
+
+    module = family.module("mobilenet_v1_025_128", "classification", 5)
+    for name in ("a.tflite", "b.tflite"):
+        write_tflite(module, tmp_path / name, image_size=128, quantization="dynamic_range")
+    assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
+
+
+def test_deploy_without_a_version_5_module_is_a_usage_error(family, tmp_path):
+    proc = run_cli("build", "mobilenet_v1_025_128", "--version", "3", "--deploy", "tflite",
+                   "--specs", family.specs_dir, "--output", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "--deploy tflite converts modules with a serving_default signature" in line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_unknown_quantization_and_a_module_without_serving_default(family, tmp_path):

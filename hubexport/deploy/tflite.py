@@ -1,6 +1,7 @@
 """TFLite variants of TF2 modules: a ``.tflite`` flat buffer from a version 5 module.
 
-Public entry point: :func:`write_tflite`. The flat buffer is converted with
+Public entry points: :func:`write_tflite` and :func:`measure` (a written
+flat buffer against its module). The flat buffer is converted with
 TensorFlow's own ``tf.lite.TFLiteConverter`` from the module's
 ``serving_default`` signature (so it computes what the module computes, from
 the same net and checkpoint values), at a fixed input shape: one image of
@@ -20,6 +21,7 @@ Quantizations (:data:`QUANTIZATIONS`):
 """
 
 import os
+import warnings
 
 from hubexport.errors import BuildError, UsageError
 
@@ -89,3 +91,54 @@ def write_tflite(module_dir, path, *, image_size, quantization="float32"):
         if os.path.exists(tmp):
             os.unlink(tmp)
     return len(flat)
+
+
+def measure(path, module_dir, images):
+    """How far a ``.tflite`` file's outputs are from its module's ``serving_default``.
+
+    The flat buffer runs in TensorFlow's own TFLite interpreter
+    (``tf.lite.Interpreter``, with TFLite's builtin kernels and no default
+    delegate), one image per invocation; the module through
+    ``tf.saved_model.load``.
+
+    Args:
+      path: the ``.tflite`` file (from :func:`write_tflite`).
+      module_dir: the module it was converted from.
+      images: float32 numpy array [n, S, S, 3] in [0, 1], S the file's input size.
+
+    Returns:
+      dict of floats: ``max_abs_diff`` (the largest absolute difference of
+      any output value), ``max_abs_output`` (the largest output magnitude of
+      the module) and ``max_rel_diff`` (their ratio).
+
+    Raises:
+      BuildError: the flat buffer cannot be loaded or run.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(module_dir)).signatures[SIGNATURE]
+    (input_key,) = serve.structured_input_signature[1]
+    (output_key,) = serve.structured_outputs
+    resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        with warnings.catch_warnings():  # its deprecation in favour of ai-edge-litert
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path),
+                                              experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        (inp,) = interpreter.get_input_details()
+        (out,) = interpreter.get_output_details()
+        got = []
+        for image in images:
+            interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
+            interpreter.invoke()
+            got.append(interpreter.get_tensor(out["index"])[0].astype(np.float64))
+    except (ValueError, RuntimeError) as e:
+        raise BuildError("cannot run %s in TFLite's interpreter (%s)" % (path, e)) from None
+    want = np.stack([serve(**{input_key: tf.constant(image[None])})[output_key].numpy()[0]
+                     for image in images]).astype(np.float64)
+    diff = float(np.max(np.abs(np.stack(got) - want)))
+    scale = float(np.max(np.abs(want)))
+    return {"max_abs_diff": diff, "max_abs_output": scale,
+            "max_rel_diff": diff / scale if scale > 0 else float("inf")}
