@@ -49,6 +49,19 @@ Checks per module (each a :class:`Check` with a one-line detail):
 * ``card``: present, its first line names this module, and its metadata
   lines equal what :func:`hubexport.cards.render_card` writes for the spec.
 
+Deployment variants (``build --deploy tflite``): a ``.tflite`` file at
+``.../<variant handle>.tflite`` (e.g. ``OUT/google/lite-model/imagenet/
+mobilenet_v1_025_128/classification/5/default/1.tflite``), and every variant
+found in a build output, get the checks ``file`` (a TFLite flat buffer whose
+size and sha256 are what its stamp records), ``tflite`` (one float32 input
+[1, S, S, 3] and one float32 output [1, N], signature ``serving_default``),
+``inference`` (finite outputs of that shape on one image; with the parent
+module beside it in the build output, the difference from the parent on the
+card's probe images is at most 1.5 times (plus 1e-5) what the card states) and ``card``
+(its first line names the variant, its metadata are what
+:func:`hubexport.cards.render_variant_card` writes). Registries and served
+URLs do not hold variants yet.
+
 Archives add ``archive`` (members are SavedModel paths; for registries they
 hash to what the index lists). TensorFlow is imported only when a module
 is checked.
@@ -241,8 +254,17 @@ def verify(path_or_url, *, specs_dir=None, handle=None):
         raise UsageError("%s does not exist; pass a module directory, archive, build output, "
                          "registry or URL" % path)
     if path.is_file():
+        if path.suffix == ".tflite":
+            variants = _variants(targets)
+            if handle is not None and handle not in variants:
+                raise UsageError("--handle %s is not a deployment variant the specs define"
+                                 % handle)
+            variant = _match(list(path.resolve().parent.parts) + [path.stem], variants, handle,
+                             path)
+            return Report(text, "variant", [checker.variant(path, variant)], [])
         if not path.name.endswith((".tar.gz", ".tgz")):
-            raise UsageError("%s is not a module archive (.tar.gz)" % path)
+            raise UsageError("%s is not a module archive (.tar.gz) or TFLite file (.tflite)"
+                             % path)
         return Report(text, "archive", [checker.archive_file(path, handle)], [])
     if (path / registry_io.INDEX).is_file():
         return checker.registry(path)
@@ -252,6 +274,20 @@ def verify(path_or_url, *, specs_dir=None, handle=None):
         return Report(text, "module", [checker.module(path, target, *_find_card(path, target),
                                                       record=record)], [])
     return checker.output(path)
+
+
+def _variants(targets):
+    """variant handle -> :class:`hubexport.deploy.DeployTarget` of every module's variants."""
+    from hubexport.deploy import FORMATS, deploy_targets
+
+    out = {}
+    for fmt in FORMATS:
+        try:
+            out.update((v.variant_handle, v) for v in deploy_targets(list(targets.values()),
+                                                                     [fmt]))
+        except UsageError:  # no module the format converts
+            pass
+    return out
 
 
 def _stamp_source(module_dir):
@@ -351,6 +387,7 @@ class _Checker:
     def __init__(self, targets):
         self.targets = targets
         self._requests = {}
+        self._parent_outputs = {}  # a variant's parent module dir -> its probe outputs
 
     # -- what is checked ---------------------------------------------------
 
@@ -361,6 +398,12 @@ class _Checker:
             if module_dir.is_dir():
                 modules.append(self.module(module_dir, target, *_find_card(module_dir, target),
                                            record=_stamp_source(module_dir)))
+        from hubexport.deploy import variant_paths
+
+        for _, variant in sorted(_variants(self.targets).items()):
+            file = variant_paths(path, variant)[0]
+            if file.is_file():
+                modules.append(self.variant(file, variant, output=path))
         problems = [] if modules else [
             "%s holds no module of the specs (<handle>/<version>/ directories); build first"
             % path]
@@ -642,6 +685,90 @@ class _Checker:
                              % (tags, size[0], size[1], want[0], want[1]))
         return Check("image_module_info", True, "default image size %dx%d" % tuple(want))
 
+    def variant(self, path, target, output=None):
+        """The checks of one deployment variant file (module docstring).
+
+        Args:
+          path: the ``.tflite`` file.
+          target: its :class:`hubexport.deploy.DeployTarget`.
+          output: the build output it lies in (for the parent module), or
+            None to look for it where the variant handle says.
+        """
+        from hubexport.deploy import PROBE_IMAGES, probe_images
+        from hubexport.deploy.tflite import measure, module_outputs, run
+        from hubexport.hashing import sha256_file
+        from hubexport.tfimport import import_tensorflow
+
+        import numpy as np
+
+        report = ModuleReport(target.variant_handle, str(path), [])
+        checks = report.checks
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != b"TFL3":
+            checks.append(Check("file", False, "not a TFLite flat buffer (no TFL3 identifier)"))
+            return report
+        card_path, stamp_path = path.with_suffix(".md"), path.parent / ("." + path.stem + ".stamp")
+        try:
+            record = json.loads(stamp_path.read_text(encoding="utf-8"))["variant"]
+        except (OSError, ValueError, KeyError, TypeError):
+            record = None
+        digest, size = sha256_file(path)
+        if record is None:
+            checks.append(Check("file", True, "a TFLite flat buffer, %d bytes (no stamp beside "
+                                "it to compare with)" % size))
+        elif (record.get("sha256"), record.get("size")) != (digest, size):
+            checks.append(Check("file", False, "%d bytes, sha256 %s; its stamp records %s bytes, "
+                                "sha256 %s" % (size, digest, record.get("size"),
+                                               record.get("sha256"))))
+        else:
+            checks.append(Check("file", True, "%d bytes, sha256 as its stamp records" % size))
+        spec, parent = target.parent.spec, target.parent
+        width = spec.num_classes if parent.kind == "classification" else spec.feature_size
+        want_in, want_out = [1, spec.image_size, spec.image_size, 3], [1, width]
+        import_tensorflow()
+        try:
+            out, info = run(path, probe_images(1, spec.image_size, seed=SMOKE_SEED))
+        except Exception as e:  # noqa: BLE001 - BuildError, or a crash in the interpreter
+            checks.append(Check("tflite", False, str(e)))
+            return report
+        problems = []
+        for key, shape in (("input", want_in), ("output", want_out)):
+            if (info[key]["shape"], info[key]["dtype"]) != (shape, "float32"):
+                problems.append("%s %s %s, expected float32 %s" % (
+                    key, info[key]["dtype"], info[key]["shape"], shape))
+        if info["signatures"] != ["serving_default"]:
+            problems.append("signatures %s, expected ['serving_default']" % info["signatures"])
+        checks.append(Check("tflite", not problems, "; ".join(problems) or
+                            "input float32 %s, output float32 %s, signature serving_default"
+                            % (want_in, want_out)))
+        if problems:
+            return report
+        if not np.isfinite(out).all():
+            checks.append(Check("inference", False, "non-finite outputs on one image"))
+        else:
+            root = Path(output) if output is not None else path.resolve().parents[
+                len(target.handle.split("/"))]
+            module_dir = root / parent.rel_path
+            stated = (record or {}).get("probe", {}).get("max_rel_diff")
+            if module_dir.is_dir() and isinstance(stated, float):
+                probes = probe_images(PROBE_IMAGES, spec.image_size)
+                key = str(module_dir.resolve())
+                if key not in self._parent_outputs:  # its variants come one after another
+                    self._parent_outputs.clear()
+                    self._parent_outputs[key] = module_outputs(module_dir, probes)
+                diff = measure(path, module_dir, probes, want=self._parent_outputs[key])
+                ok = diff["max_rel_diff"] <= 1.5 * stated + 1e-5
+                checks.append(Check("inference", ok, "on %d probe images, %.3g of the largest "
+                                    "output from the parent module %s; the card states %.3g"
+                                    % (PROBE_IMAGES, diff["max_rel_diff"], parent.module_handle,
+                                       stated)))
+            else:
+                checks.append(Check("inference", True, "finite %s on one image (parent module "
+                                    "not beside it: not compared)" % want_out))
+        checks.append(_variant_card_check(target, card_path, record))
+        return report
+
     def _expected_variables(self, target):
         from hubexport.nets import variable_requests
 
@@ -747,6 +874,28 @@ def _labels_check(module_dir, target, proto):
         how = "a SavedModel asset"
     return Check("labels", True, "assets/%s: %d labels, one per class, %s"
                  % (LABELS_FILE, count, how))
+
+
+def _variant_card_check(target, card_path, record):
+    """The ``card`` check of a deployment variant (its first line and metadata)."""
+    from hubexport.cards import METADATA_RE, handle_line, render_variant_card
+
+    if not card_path.is_file():
+        return Check("card", False, "no card %s" % card_path)
+    text = card_path.read_text(encoding="utf-8", errors="replace")
+    first = "# Lite " + handle_line(target.variant_handle)
+    if not text.startswith(first + "\n"):
+        return Check("card", False, "%s: first line %r, expected %r"
+                     % (card_path, text.splitlines()[0] if text else "", first))
+    got = dict(METADATA_RE.findall(text))
+    if record is not None:
+        want = dict(METADATA_RE.findall(render_variant_card(target, record)))
+    else:
+        want = dict(got, **{"parent-model": target.parent.module_handle, "format": target.format})
+    if got != want:
+        return Check("card", False, "%s: metadata %s" % (card_path, _dict_diff(got, want)))
+    return Check("card", True, "%s names the variant and its parent %s"
+                 % (card_path.name, target.parent.module_handle))
 
 
 def _card_check(target, card, card_where):

@@ -222,3 +222,52 @@ def test_unknown_quantization_and_a_module_without_serving_default(family, tmp_p
         write_tflite(family.module("mobilenet_v1_025_128", "classification", 4),
                      tmp_path / "x.tflite", image_size=128)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_passes_the_variants_and_names_what_is_wrong_with_damaged_ones(deployed, family,
+                                                                              tmp_path):
+    """`hubexport verify FILE.tflite`: the CLI's variants pass; damaged copies fail, saying why."""
+    from registry_support import link_copy, replace_file
+
+    from hubexport.errors import UsageError
+    from hubexport.verify import verify
+
+    output, _, _ = deployed
+    small = [c for c in CASES if c[0].startswith(("inception_v2", "mobilenet"))]
+    for model, kind in small:
+        for variant in VARIANTS:
+            report = verify(output / (variant_handle(model, kind, variant) + ".tflite"),
+                            specs_dir=family.specs_dir)
+            (m,) = report.modules
+            assert report.ok and m.module_handle == variant_handle(model, kind, variant), m
+            assert [c.name for c in m.checks] == ["file", "tflite", "inference", "card"]
+            assert "the card states" in m.checks[2].detail  # compared with the parent
+    # Damaged copies: hard links of a variant (and its parent module) in a new output.
+    model, kind = small[-1]
+    handle = variant_handle(model, kind, "dynamic_range")
+    copy = tmp_path / "out"
+    link_copy(output / handle.rsplit("/", 1)[0], copy / handle.rsplit("/", 1)[0])
+    link_copy(output / "google" / "imagenet" / model / kind / "5",
+              copy / "google" / "imagenet" / model / kind / "5")
+    path = copy / (handle + ".tflite")
+
+    def failures():
+        (m,) = verify(path, specs_dir=family.specs_dir).modules
+        return m.failures
+
+    card = path.with_suffix(".md")
+    good_card = card.read_text()
+    replace_file(card, good_card.replace("<!-- format: tflite -->", "<!-- format: hub -->").encode())
+    (failure,) = failures()
+    assert failure.startswith("card: ") and "format" in failure
+    replace_file(card, good_card.encode())
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    replace_file(path, bytes(data))
+    assert failures()[0].startswith("file: ") and "its stamp records" in failures()[0]
+    replace_file(path, b"not a flat buffer")
+    assert failures() == ["file: not a TFLite flat buffer (no TFL3 identifier)"]
+    stray = tmp_path / "elsewhere" / "model.tflite"
+    link_copy(output / (handle + ".tflite"), stray)
+    with pytest.raises(UsageError, match="cannot tell which module this is"):
+        verify(stray, specs_dir=family.specs_dir)

@@ -1,7 +1,8 @@
 """TFLite variants of TF2 modules: a ``.tflite`` flat buffer from a version 5 module.
 
-Public entry points: :func:`write_tflite` and :func:`measure` (a written
-flat buffer against its module). The flat buffer is converted with
+Public entry points: :func:`write_tflite`, :func:`run` (a flat buffer in
+TensorFlow's TFLite interpreter), :func:`module_outputs` and :func:`measure`
+(a written flat buffer against its module). The flat buffer is converted with
 TensorFlow's own ``tf.lite.TFLiteConverter`` from the module's
 ``serving_default`` signature (so it computes what the module computes, from
 the same net and checkpoint values), at a fixed input shape: one image of
@@ -93,18 +94,79 @@ def write_tflite(module_dir, path, *, image_size, quantization="float32"):
     return len(flat)
 
 
-def measure(path, module_dir, images):
+def run(path, images):
+    """Runs a ``.tflite`` file on images, one per invocation, in TensorFlow's TFLite interpreter.
+
+    The interpreter is ``tf.lite.Interpreter`` with TFLite's builtin kernels
+    and no default delegate.
+
+    Args:
+      path: the ``.tflite`` file.
+      images: float32 numpy array [n, S, S, 3], S the file's input size.
+
+    Returns:
+      (outputs, info): float64 numpy array [n, ...] of the single output;
+      dict ``input`` and ``output`` (each ``{"name", "shape", "dtype"}``) and
+      ``signatures`` (list of signature names).
+
+    Raises:
+      BuildError: the file is no flat buffer TFLite can load and run.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        with warnings.catch_warnings():  # its deprecation in favour of ai-edge-litert
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path),
+                                              experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        info = {"signatures": sorted(interpreter.get_signature_list())}
+        for key, details in (("input", inputs), ("output", outputs)):
+            if len(details) != 1:
+                raise ValueError("%d %ss, expected 1" % (len(details), key))
+            info[key] = {"name": details[0]["name"], "shape": details[0]["shape"].tolist(),
+                         "dtype": np.dtype(details[0]["dtype"]).name}
+        got = []
+        for image in images:
+            interpreter.set_tensor(inputs[0]["index"], image[None].astype(np.float32))
+            interpreter.invoke()
+            got.append(interpreter.get_tensor(outputs[0]["index"])[0].astype(np.float64))
+    except (ValueError, RuntimeError) as e:
+        raise BuildError("cannot run %s in TFLite's interpreter (%s)" % (path, e)) from None
+    return np.stack(got), info
+
+
+def module_outputs(module_dir, images):
+    """The module's ``serving_default`` outputs (float64 numpy array [n, ...]) on ``images``.
+
+    Args:
+      module_dir: a version 5 module (TF2 SavedModel with serving_default).
+      images: float32 numpy array [n, S, S, 3] in [0, 1]; one call per image.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(module_dir)).signatures[SIGNATURE]
+    (input_key,) = serve.structured_input_signature[1]
+    (output_key,) = serve.structured_outputs
+    return np.stack([serve(**{input_key: tf.constant(image[None])})[output_key].numpy()[0]
+                     for image in images]).astype(np.float64)
+
+
+def measure(path, module_dir, images, want=None):
     """How far a ``.tflite`` file's outputs are from its module's ``serving_default``.
 
-    The flat buffer runs in TensorFlow's own TFLite interpreter
-    (``tf.lite.Interpreter``, with TFLite's builtin kernels and no default
-    delegate), one image per invocation; the module through
-    ``tf.saved_model.load``.
+    The flat buffer runs as :func:`run` runs it, the module as
+    :func:`module_outputs` runs it.
 
     Args:
       path: the ``.tflite`` file (from :func:`write_tflite`).
       module_dir: the module it was converted from.
       images: float32 numpy array [n, S, S, 3] in [0, 1], S the file's input size.
+      want: the module's outputs on ``images`` if already computed, else None.
 
     Returns:
       dict of floats: ``max_abs_diff`` (the largest absolute difference of
@@ -115,30 +177,11 @@ def measure(path, module_dir, images):
       BuildError: the flat buffer cannot be loaded or run.
     """
     import numpy as np
-    import tensorflow as tf
 
-    serve = tf.saved_model.load(str(module_dir)).signatures[SIGNATURE]
-    (input_key,) = serve.structured_input_signature[1]
-    (output_key,) = serve.structured_outputs
-    resolver = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    try:
-        with warnings.catch_warnings():  # its deprecation in favour of ai-edge-litert
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path),
-                                              experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
-        (inp,) = interpreter.get_input_details()
-        (out,) = interpreter.get_output_details()
-        got = []
-        for image in images:
-            interpreter.set_tensor(inp["index"], image[None].astype(np.float32))
-            interpreter.invoke()
-            got.append(interpreter.get_tensor(out["index"])[0].astype(np.float64))
-    except (ValueError, RuntimeError) as e:
-        raise BuildError("cannot run %s in TFLite's interpreter (%s)" % (path, e)) from None
-    want = np.stack([serve(**{input_key: tf.constant(image[None])})[output_key].numpy()[0]
-                     for image in images]).astype(np.float64)
-    diff = float(np.max(np.abs(np.stack(got) - want)))
+    got, _ = run(path, images)
+    if want is None:
+        want = module_outputs(module_dir, images)
+    diff = float(np.max(np.abs(got - want)))
     scale = float(np.max(np.abs(want)))
     return {"max_abs_diff": diff, "max_abs_output": scale,
             "max_rel_diff": diff / scale if scale > 0 else float("inf")}
