@@ -56,9 +56,9 @@ test-legacy: install install-legacy
 
 # Byte-compiled first, as `pip install` (not editable) leaves an installed
 # package: the start-up figures then measure imports, not compiling.
-bench: install
+bench: install install-litert
 	$(BIN)/python -m compileall -q hubexport
-	$(BIN)/python benchmarks/run.py
+	HUBEXPORT_LITERT_PYTHON=$(CURDIR)/$(LITERT_VENV)/bin/python $(BIN)/python benchmarks/run.py
 
 # Every module of every shipped spec (48 models, 428 modules) and its card
 # into $(MODULES_DIR), from the canonical URLs. Most sources have no published
