@@ -378,8 +378,12 @@ def serve(registry, host, port, as_json):
 @click.option("--handle", default=None, metavar="HANDLE/VERSION",
               help="The module handle, when a module directory or archive does not lie at "
                    ".../<handle>/<version>[.tar.gz].")
+@click.option("--no-inference", "no_inference", is_flag=True,
+              help="Leave out the smoke inference: no module is loaded into TensorFlow (much "
+                   "faster on a large output); files, protos, variables and cards are still "
+                   "checked.")
 @json_option
-def verify(path_or_url, specs_dir, handle, as_json):
+def verify(path_or_url, specs_dir, handle, no_inference, as_json):
     """Check modules against their specs; exit code 3 if anything disagrees.
 
     PATH_OR_URL is a module directory (.../<handle>/<version>), an archive
@@ -395,11 +399,13 @@ def verify(path_or_url, specs_dir, handle, as_json):
     Examples:
       hubexport verify modules/google/imagenet/inception_v2/classification/3
       hubexport verify registry --json
+      hubexport verify modules --no-inference
       hubexport verify http://127.0.0.1:8000/google/imagenet/inception_v2/classification/3
     """
     from hubexport.verify import verify as verify_stage
 
-    report = verify_stage(path_or_url, specs_dir=specs_dir, handle=handle)
+    report = verify_stage(path_or_url, specs_dir=specs_dir, handle=handle,
+                          inference=not no_inference)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

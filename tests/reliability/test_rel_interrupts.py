@@ -34,7 +34,6 @@ import random
 import shutil
 import signal
 import stat
-import threading
 import time
 from pathlib import Path
 
