@@ -312,11 +312,12 @@ def _deploy(variants, output, force, jobs):
     """Writes the deployment variants that are not up to date; returns a BuildResult each.
 
     Runs after the modules are built (under the build's output lock); each
-    variant's parent module and its stamp are in place.
+    variant's parent module and its stamp are in place. The variants of one
+    module in one format are one task (one process reads the module once).
     """
     from hubexport import deploy
 
-    results, todo = {}, []
+    results, tasks = {}, {}
     for v in variants:
         module_dir, _, parent_stamp_file = target_paths(output, v.parent)
         parent_stamp = json.loads(parent_stamp_file.read_text())["stamp"]
@@ -325,8 +326,10 @@ def _deploy(variants, output, force, jobs):
             results[v.variant_handle] = BuildResult(v.variant_handle, path, card,
                                                     "up-to-date", 0.0, v.format)
         else:
-            todo.append((_deploy_task, (v, str(module_dir), str(output), parent_stamp)))
-    for r in (_run_in_workers(todo, jobs) if todo else []):
+            key = (v.parent.module_handle, v.format)
+            tasks.setdefault(key, (_deploy_task, ([], str(module_dir), str(output),
+                                                  parent_stamp)))[1][0].append(v)
+    for r in (_run_in_workers(list(tasks.values()), jobs) if tasks else []):
         results[r.module_handle] = r
     return [results[v.variant_handle] for v in variants]
 
@@ -497,11 +500,11 @@ def _build_task(spec, targets, ckpt_path, output, shared_dir=None, source=None):
         _task_running = False
 
 
-def _deploy_task(variant, module_dir, output, parent_stamp):
-    """In a worker process: writes one deployment variant (:func:`hubexport.deploy.write_variant`).
+def _deploy_task(variants, module_dir, output, parent_stamp):
+    """In a worker process: writes deployment variants of one module (:func:`hubexport.deploy.write_variant`).
 
     Returns:
-      list of one :class:`BuildResult`.
+      list of :class:`BuildResult`, one per variant.
     """
     global _task_running
     from hubexport.deploy import write_variant
@@ -510,11 +513,14 @@ def _deploy_task(variant, module_dir, output, parent_stamp):
     _task_running = True
     try:
         import_tensorflow()
-        started = time.monotonic()
-        path, card, _ = write_variant(variant, module_dir, output, parent_stamp)
-        log.info("built %s", variant.variant_handle)
-        return [BuildResult(variant.variant_handle, path, card, "built",
-                            time.monotonic() - started, variant.format)]
+        results = []
+        for variant in variants:
+            started = time.monotonic()
+            path, card, _ = write_variant(variant, module_dir, output, parent_stamp)
+            log.info("built %s", variant.variant_handle)
+            results.append(BuildResult(variant.variant_handle, path, card, "built",
+                                       time.monotonic() - started, variant.format))
+        return results
     finally:
         _task_running = False
 

@@ -79,8 +79,24 @@ def render_card(target, min_image_size):
     return re.sub(r"\n{4,}", "\n\n\n", text).rstrip("\n") + "\n"
 
 
+def variant_title(target):
+    """A variant card's first line: ``# <card_title> HANDLE`` (hubexport/data/deploy.yaml).
+
+    HANDLE is the variant handle, without the format's prefix where
+    deploy.yaml says so: tfhub.dev titled the TF.js variant of
+    ``google/imagenet/X/KIND/3`` as ``# Tfjs google/imagenet/X/KIND/3/default/1``.
+    """
+    from hubexport.deploy import variant_table
+
+    entry = variant_table()[target.format]
+    handle = target.variant_handle
+    if not entry["card_handle_prefix"]:
+        handle = "%s/%s/%d" % (target.parent.module_handle, target.variant, target.version)
+    return "# %s %s" % (entry["card_title"], handle_line(handle))
+
+
 def render_variant_card(target, record):
-    """Renders the card of one deployment variant.
+    """Renders the card of one deployment variant (``card_<format>.md.j2``).
 
     Args:
       target: a :class:`hubexport.deploy.DeployTarget`.
@@ -95,8 +111,7 @@ def render_variant_card(target, record):
             if classification else "Feature vectors of images with %s trained on %s"
             % (spec.display_name, spec.card.dataset_name))
     text = _ENV.get_template("card_%s.md.j2" % target.format).render(
-        spec=spec, record=record, handle_line=handle_line(target.variant_handle),
-        description="%s, as a TFLite flat buffer (%s)." % (what, target.title),
+        spec=spec, record=record, title=variant_title(target), what=what, target=target,
         classification=classification, task=_TASKS[parent.kind], size=spec.image_size,
         summary=target.summary, imagenet_labels=spec.card.dataset == IMAGENET_DATASET)
     return re.sub(r"\n{4,}", "\n\n\n", text).rstrip("\n") + "\n"

@@ -256,10 +256,13 @@ def fetch(names, specs_dir, mirror, cache_dir, allow_unpinned, as_json):
 @click.option("--force", is_flag=True, help="Rebuild modules that are up to date.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes writing modules (each module's bytes do not depend on it).")
-@click.option("--deploy", multiple=True, type=click.Choice(["tflite"]),
-              help="Also write deployment variants of the modules: 'tflite' converts each "
-                   "version 5 module to a float32 and a dynamic-range quantized .tflite, with "
-                   "cards, at OUTPUT/<publisher>/lite-model/<rest of handle>/5/<variant>/1.tflite.")
+@click.option("--deploy", multiple=True, type=click.Choice(["tflite", "tfjs"]),
+              help="Also write deployment variants of the modules whose spec lists the format "
+                   "(repeatable), with cards: 'tflite' converts version 5 to a float32 and a "
+                   "dynamic-range .tflite at OUTPUT/<publisher>/lite-model/<rest of handle>/5/"
+                   "<variant>/1.tflite; 'tfjs' writes TF.js graph models (float32, float16, "
+                   "uint8 weights) of versions 1 and 3 at OUTPUT/<publisher>/tfjs-model/<rest "
+                   "of handle>/<version>/<variant>/1/.")
 @specs_option
 @mirror_option
 @cache_option
@@ -289,6 +292,7 @@ def build(names, all_, version, kind, output, force, jobs, deploy, specs_dir, mi
       hubexport build --all --output modules --jobs 2
       hubexport build specs/flowers_inception_v2.yaml --version 5
       hubexport build mobilenet_v2_100_224 --version 5 --deploy tflite
+      hubexport build inception_v2 --version 3 --deploy tfjs
     """
     from hubexport.build import build as build_stage
 

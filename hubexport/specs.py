@@ -82,6 +82,16 @@ _SIGNATURES_FORBIDDEN = {
     "saved_model_2": (set(SIGNATURES) - {"serving_default"},
                       "format saved_model_2 cannot serve it"),
 }
+# What a version needs for a deployment format (hubexport/deploy/): the
+# TFLite converter reads serving_default, the TF.js writer a TF1 Hub format
+# module's default signature.
+_DEPLOY_NEEDS = {
+    "tflite": (lambda v: "serving_default" in v["signatures"],
+               "the TFLite converter reads the serving_default signature, which this "
+               "version does not have"),
+    "tfjs": (lambda v: v["format"] == "hub",
+             "the TF.js writer converts TF1 Hub format modules (format: hub)"),
+}
 
 _DOCUMENT = "(document)"
 # Largest integer a spec may hold (sizes are int64 byte counts).
@@ -202,12 +212,15 @@ class VersionSpec:
         input_size: ``"fixed"`` (image_size x image_size pixels only) or
             ``"variable"`` (image_size is the default).
         signatures: names of the signatures the module serves, in spec order.
+        deploy: the deployment formats this version has variants in
+            (``build --deploy``; e.g. ``("tfjs",)``), in spec order.
     """
 
     version: int
     format: str
     input_size: str
     signatures: tuple[str, ...]
+    deploy: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -775,8 +788,14 @@ class _Reader:
                     self.fail_at(path + ("versions", number), f"version {number} needs an "
                                  "entry in card.changelog (templates/_changelog.md.j2 has "
                                  f"{', '.join(map(str, DEFAULT_CHANGELOG_VERSIONS))})", key=True)
+                deploy = tuple(version.get("deploy", ()))
+                for index, fmt in enumerate(deploy):
+                    need, why = _DEPLOY_NEEDS[fmt]
+                    if not need(version):
+                        self.fail_at(path + ("versions", number, "deploy", index),
+                                     f"{fmt}: {why}")
                 versions[number] = VersionSpec(number, version["format"], version["input_size"],
-                                               tuple(version["signatures"]))
+                                               tuple(version["signatures"]), deploy)
             modules[kind] = ModuleFamily(kind=kind, handle=family["handle"], versions=versions)
         for number in card["changelog"]:
             if all(number not in family.versions for family in modules.values()):

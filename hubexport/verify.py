@@ -50,15 +50,20 @@ Checks per module (each a :class:`Check` with a one-line detail):
 * ``card``: present, its first line names this module, and its metadata
   lines equal what :func:`hubexport.cards.render_card` writes for the spec.
 
-Deployment variants (``build --deploy tflite``): a ``.tflite`` file at
+Deployment variants (``build --deploy tflite|tfjs``): a ``.tflite`` file at
 ``.../<variant handle>.tflite`` (e.g. ``OUT/google/lite-model/imagenet/
-mobilenet_v1_025_128/classification/5/default/1.tflite``), and every variant
-found in a build output, get the checks ``file`` (a TFLite flat buffer whose
-size and sha256 are what its stamp records), ``tflite`` (one float32 input
-[1, S, S, 3] and one float32 output [1, N], signature ``serving_default``),
-``inference`` (finite outputs of that shape on one image; with the parent
-module beside it in the build output, the difference from the parent on the
-card's probe images is at most 1.5 times (plus 1e-5) what the card states) and ``card``
+mobilenet_v1_025_128/classification/5/default/1.tflite``), a TF.js graph
+model directory at ``.../<variant handle>/`` (``OUT/google/tfjs-model/...
+/3/default/1/``, with ``model.json``), and every variant found in a build
+output, get the checks ``file`` (its files' sha256 are what its stamp
+records; a .tflite must be a TFLite flat buffer), ``tflite`` (one float32
+input [1, S, S, 3] and one float32 output [1, N], signature
+``serving_default``, in TFLite's interpreter) or ``graph_model`` (the
+manifest's weights fill the shards exactly, only ops TF.js 4.22 implements,
+one float32 input [-1, S, S, 3] (-1 for any size) and output [-1, N]),
+``inference`` (finite outputs on one image; with the parent module beside
+it in the build output, the difference from the parent on the card's probe
+images is at most 1.5 times (plus 1e-5) what the card states) and ``card``
 (its first line names the variant, its metadata are what
 :func:`hubexport.cards.render_variant_card` writes). Registries and served
 URLs do not hold variants yet.
@@ -271,6 +276,12 @@ def verify(path_or_url, *, specs_dir=None, handle=None, inference=True):
             raise UsageError("%s is not a module archive (.tar.gz) or TFLite file (.tflite)"
                              % path)
         return Report(text, "archive", [checker.archive_file(path, handle)], [])
+    if (path / "model.json").is_file():  # a TF.js graph model variant
+        variants = _variants(targets)
+        if handle is not None and handle not in variants:
+            raise UsageError("--handle %s is not a deployment variant the specs define" % handle)
+        variant = _match(path.resolve().parts, variants, handle, path)
+        return Report(text, "variant", [checker.variant(path, variant)], [])
     if (path / registry_io.INDEX).is_file():
         return checker.registry(path)
     if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
@@ -408,7 +419,7 @@ class _Checker:
 
         for _, variant in sorted(_variants(self.targets).items()):
             file = variant_paths(path, variant)[0]
-            if file.is_file():
+            if file.exists():
                 modules.append(self.variant(file, variant, output=path))
         problems = [] if modules else [
             "%s holds no module of the specs (<handle>/<version>/ directories); build first"
@@ -694,63 +705,50 @@ class _Checker:
         return Check("image_module_info", True, "default image size %dx%d" % tuple(want))
 
     def variant(self, path, target, output=None):
-        """The checks of one deployment variant file (module docstring).
+        """The checks of one deployment variant: a ``.tflite`` file or a TF.js directory.
 
         Args:
-          path: the ``.tflite`` file.
+          path: the variant's file or directory.
           target: its :class:`hubexport.deploy.DeployTarget`.
           output: the build output it lies in (for the parent module), or
             None to look for it where the variant handle says.
         """
-        from hubexport.deploy import PROBE_IMAGES, probe_images
-        from hubexport.deploy.tflite import measure, module_outputs, run
-        from hubexport.hashing import sha256_file
+        from hubexport.deploy import PROBE_IMAGES, _converter, probe_images, variant_files
         from hubexport.tfimport import import_tensorflow
 
         import numpy as np
 
         report = ModuleReport(target.variant_handle, str(path), [])
         checks = report.checks
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head[4:8] != b"TFL3":
-            checks.append(Check("file", False, "not a TFLite flat buffer (no TFL3 identifier)"))
-            return report
-        card_path, stamp_path = path.with_suffix(".md"), path.parent / ("." + path.stem + ".stamp")
+        version = str(target.version)
+        card_path, stamp_path = (path.parent / (version + ".md"),
+                                 path.parent / ("." + version + ".stamp"))
         try:
             record = json.loads(stamp_path.read_text(encoding="utf-8"))["variant"]
         except (OSError, ValueError, KeyError, TypeError):
             record = None
-        digest, size = sha256_file(path)
+        if target.format == "tflite":
+            with open(path, "rb") as f:
+                if f.read(8)[4:8] != b"TFL3":
+                    checks.append(Check("file", False,
+                                        "not a TFLite flat buffer (no TFL3 identifier)"))
+                    return report
+        files = variant_files(path)
         if record is None:
-            checks.append(Check("file", True, "a TFLite flat buffer, %d bytes (no stamp beside "
-                                "it to compare with)" % size))
-        elif (record.get("sha256"), record.get("size")) != (digest, size):
-            checks.append(Check("file", False, "%d bytes, sha256 %s; its stamp records %s bytes, "
-                                "sha256 %s" % (size, digest, record.get("size"),
-                                               record.get("sha256"))))
+            checks.append(Check("file", True, "%d files (no stamp beside it to compare with)"
+                                % len(files)))
+        elif files != record.get("files"):
+            checks.append(Check("file", False, "its files differ from what its stamp records: "
+                                "%s" % _dict_diff(files, record.get("files") or {})))
         else:
-            checks.append(Check("file", True, "%d bytes, sha256 as its stamp records" % size))
-        spec, parent = target.parent.spec, target.parent
-        width = spec.num_classes if parent.kind == "classification" else spec.feature_size
-        want_in, want_out = [1, spec.image_size, spec.image_size, 3], [1, width]
+            checks.append(Check("file", True, "%d files, sha256 as its stamp records"
+                                % len(files)))
         import_tensorflow()
-        try:
-            out, info = run(path, probe_images(1, spec.image_size, seed=SMOKE_SEED))
-        except Exception as e:  # noqa: BLE001 - BuildError, or a crash in the interpreter
-            checks.append(Check("tflite", False, str(e)))
-            return report
-        problems = []
-        for key, shape in (("input", want_in), ("output", want_out)):
-            if (info[key]["shape"], info[key]["dtype"]) != (shape, "float32"):
-                problems.append("%s %s %s, expected float32 %s" % (
-                    key, info[key]["dtype"], info[key]["shape"], shape))
-        if info["signatures"] != ["serving_default"]:
-            problems.append("signatures %s, expected ['serving_default']" % info["signatures"])
-        checks.append(Check("tflite", not problems, "; ".join(problems) or
-                            "input float32 %s, output float32 %s, signature serving_default"
-                            % (want_in, want_out)))
-        if problems:
+        spec, parent = target.parent.spec, target.parent
+        runtime = (self._tflite_check if target.format == "tflite" else self._tfjs_check)
+        check, out = runtime(path, target)
+        checks.append(check)
+        if not check.ok:
             return report
         if not self.inference:
             pass  # --no-inference
@@ -762,22 +760,72 @@ class _Checker:
             module_dir = root / parent.rel_path
             stated = (record or {}).get("probe", {}).get("max_rel_diff")
             if module_dir.is_dir() and isinstance(stated, float):
-                probes = probe_images(PROBE_IMAGES, spec.image_size)
-                key = str(module_dir.resolve())
-                if key not in self._parent_outputs:  # its variants come one after another
-                    self._parent_outputs.clear()
-                    self._parent_outputs[key] = module_outputs(module_dir, probes)
-                diff = measure(path, module_dir, probes, want=self._parent_outputs[key])
+                diff = _converter(target.format).measure(
+                    path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
                 ok = diff["max_rel_diff"] <= 1.5 * stated + 1e-5
                 checks.append(Check("inference", ok, "on %d probe images, %.3g of the largest "
                                     "output from the parent module %s; the card states %.3g"
                                     % (PROBE_IMAGES, diff["max_rel_diff"], parent.module_handle,
                                        stated)))
             else:
-                checks.append(Check("inference", True, "finite %s on one image (parent module "
-                                    "not beside it: not compared)" % want_out))
+                checks.append(Check("inference", True, "finite outputs %s on one image (parent "
+                                    "module not beside it: not compared)" % list(out.shape)))
         checks.append(_variant_card_check(target, card_path, record))
         return report
+
+    def _tflite_check(self, path, target):
+        """(the ``tflite`` check, outputs on one probe image) of a .tflite file."""
+        from hubexport.deploy import probe_images
+        from hubexport.deploy.tflite import run
+
+        spec, parent = target.parent.spec, target.parent
+        width = spec.num_classes if parent.kind == "classification" else spec.feature_size
+        want_in, want_out = [1, spec.image_size, spec.image_size, 3], [1, width]
+        try:
+            out, info = run(path, probe_images(1, spec.image_size, seed=SMOKE_SEED))
+        except Exception as e:  # noqa: BLE001 - BuildError, or a crash in the interpreter
+            return Check("tflite", False, str(e)), None
+        problems = []
+        for key, shape in (("input", want_in), ("output", want_out)):
+            if (info[key]["shape"], info[key]["dtype"]) != (shape, "float32"):
+                problems.append("%s %s %s, expected float32 %s" % (
+                    key, info[key]["dtype"], info[key]["shape"], shape))
+        if info["signatures"] != ["serving_default"]:
+            problems.append("signatures %s, expected ['serving_default']" % info["signatures"])
+        return Check("tflite", not problems, "; ".join(problems) or
+                     "input float32 %s, output float32 %s, signature serving_default"
+                     % (want_in, want_out)), out
+
+    def _tfjs_check(self, path, target):
+        """(the ``graph_model`` check, outputs on one probe image) of a TF.js directory."""
+        from hubexport.deploy import probe_images
+        from hubexport.deploy.tfjs import TFJS_OPS, read_graph_model, run
+
+        spec, parent = target.parent.spec, target.parent
+        width = spec.num_classes if parent.kind == "classification" else spec.feature_size
+        size = -1 if parent.version.input_size == "variable" else spec.image_size
+        want_in, want_out = [-1, size, size, 3], [-1, width]
+        try:
+            graph, model = read_graph_model(path)
+            out = run(path, probe_images(1, spec.image_size, seed=SMOKE_SEED))
+        except Exception as e:  # noqa: BLE001 - BuildError, or TensorFlow refusing the graph
+            return Check("graph_model", False, _first_line(e)), None
+        problems = []
+        if model.get("format") != "graph-model":
+            problems.append("format %r, expected 'graph-model'" % model.get("format"))
+        ops = sorted({n.op for n in graph.node} - TFJS_OPS)
+        if ops:
+            problems.append("ops TF.js 4.22 lacks: %s" % ", ".join(ops))
+        for key, shape in (("inputs", want_in), ("outputs", want_out)):
+            infos = list(model["signature"].get(key, {}).values())
+            got = [[int(d.get("size", 0)) for d in i.get("tensorShape", {}).get("dim", [])]
+                   for i in infos]
+            if got != [shape] or infos[0].get("dtype") != "DT_FLOAT":
+                problems.append("signature %s %s, expected one float32 %s" % (key, got, shape))
+        return Check("graph_model", not problems, "; ".join(problems) or
+                     "graph-model, input float32 %s, output float32 %s, %d weights, only ops "
+                     "TF.js implements" % (want_in, want_out,
+                                           len(model["weightsManifest"][0]["weights"]))), out
 
     def _expected_variables(self, target):
         from hubexport.nets import variable_requests
@@ -888,12 +936,12 @@ def _labels_check(module_dir, target, proto):
 
 def _variant_card_check(target, card_path, record):
     """The ``card`` check of a deployment variant (its first line and metadata)."""
-    from hubexport.cards import METADATA_RE, handle_line, render_variant_card
+    from hubexport.cards import METADATA_RE, render_variant_card, variant_title
 
     if not card_path.is_file():
         return Check("card", False, "no card %s" % card_path)
     text = card_path.read_text(encoding="utf-8", errors="replace")
-    first = "# Lite " + handle_line(target.variant_handle)
+    first = variant_title(target)
     if not text.startswith(first + "\n"):
         return Check("card", False, "%s: first line %r, expected %r"
                      % (card_path, text.splitlines()[0] if text else "", first))

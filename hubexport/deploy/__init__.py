@@ -1,27 +1,33 @@
-"""The deploy stage: variants of built modules for other runtimes (TFLite).
+"""The deploy stage: variants of built modules for other runtimes (TFLite, TF.js).
 
 Public entry points: :func:`deploy_targets` (which variants a build's
 modules get) and :func:`write_variant` (writes one, with its card; run by
 :mod:`hubexport.build` in a worker process after the parent module is
-built). The variants, their handles and file names are data:
-``hubexport/data/deploy.yaml``. The converter of each format is its own
-module (:mod:`hubexport.deploy.tflite`).
+built). Which module versions have variants in which format is spec data
+(a version's ``deploy`` list); the variants, their handles and file names
+are data too: ``hubexport/data/deploy.yaml``. The converter of each format
+is its own module (:mod:`hubexport.deploy.tflite`,
+:mod:`hubexport.deploy.tfjs`).
 
 Output layout (``OUT`` = ``--output``), beside the modules::
 
     OUT/google/lite-model/imagenet/mobilenet_v1_025_128/classification/5/default/1.tflite
     OUT/google/lite-model/imagenet/mobilenet_v1_025_128/classification/5/default/1.md
     OUT/google/lite-model/imagenet/mobilenet_v1_025_128/classification/5/default/.1.stamp
+    OUT/google/tfjs-model/imagenet/mobilenet_v1_025_128/classification/3/default/1/  model.json, shards
+    OUT/google/tfjs-model/imagenet/mobilenet_v1_025_128/classification/3/default/1.md
 
-The file is written to a temporary name and renamed; the card follows, then
+The file (or directory) is written to a temporary name and renamed; the card follows, then
 the stamp, whose hash covers the parent module's stamp, so a rebuilt parent
 makes its variants out of date.
 
 Each variant's accuracy cost is measured when it is written: the variant
-and its parent module's ``serving_default`` run on :data:`PROBE_IMAGES`
-synthetic images (:func:`probe_images`), and the largest difference,
-absolute and relative to the largest output magnitude, goes into the stamp
-and the card.
+and its parent module run on :data:`PROBE_IMAGES` synthetic images
+(:func:`probe_images`), and the largest difference, absolute and relative
+to the largest output magnitude, goes into the stamp and the card. (A
+.tflite runs in TensorFlow's TFLite interpreter; a TF.js graph model is
+read back from its files, weights dequantized as TF.js does, and run in
+TensorFlow.)
 """
 
 import dataclasses
@@ -48,7 +54,7 @@ def variant_table():
 
 
 #: The formats ``--deploy`` accepts.
-FORMATS = ("tflite",)
+FORMATS = ("tflite", "tfjs")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -106,8 +112,8 @@ def deploy_targets(targets, formats):
       deploy.yaml's variants.
 
     Raises:
-      UsageError: an unknown format, or formats given but no target has the
-        signature their converter needs (the message says which versions do).
+      UsageError: an unknown format, or a format none of the targets' specs
+        list under ``deploy`` (the message says which versions do).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -115,11 +121,14 @@ def deploy_targets(targets, formats):
     out = []
     for fmt in sorted(set(formats), key=FORMATS.index):
         entry = variant_table()[fmt]
-        parents = [t for t in targets if entry["signature"] in t.version.signatures]
+        parents = [t for t in targets if fmt in t.version.deploy]
         if not parents:
-            raise UsageError("--deploy %s converts modules with a %s signature (version 5 of "
-                             "the shipped specs), and none of the modules to build has one; "
-                             "drop --version or pass --version 5" % (fmt, entry["signature"]))
+            having = sorted({n for t in targets for family in t.spec.modules.values()
+                             for n, v in family.versions.items() if fmt in v.deploy})
+            raise UsageError("--deploy %s: none of the modules to build has a %s variant (their "
+                             "specs list it under deploy for version %s); pass one of those "
+                             "--version or drop --version"
+                             % (fmt, fmt, ", ".join(map(str, having)) or "none"))
         out += [DeployTarget(t, fmt, v["name"], v["quantization"], v["title"],
                              " ".join(v["summary"].split()))
                 for t in parents for v in entry["variants"]]
@@ -127,7 +136,7 @@ def deploy_targets(targets, formats):
 
 
 def variant_paths(output, target):
-    """(file, card, stamp) Paths of a :class:`DeployTarget` under ``output``."""
+    """(file or directory, card, stamp) Paths of a :class:`DeployTarget` under ``output``."""
     parent = Path(output) / target.handle
     version = str(target.version)
     suffix = variant_table()[target.format]["suffix"]
@@ -150,7 +159,7 @@ def is_up_to_date(output, target, parent_stamp):
     """True if the variant's file, card and a stamp matching ``parent_stamp`` are in place."""
     path, card, stamp = variant_paths(output, target)
     try:
-        return (path.is_file() and card.is_file()
+        return (path.exists() and card.is_file()
                 and json.loads(stamp.read_text())["stamp"] == variant_stamp(target, parent_stamp))
     except (OSError, ValueError, KeyError):
         return False
@@ -171,8 +180,19 @@ def probe_images(n, size, seed=0):
     return (0.8 * img + 0.2 * rng.uniform(0, 1, (n, size, size, 3))).astype(np.float32)
 
 
+def _converter(fmt):
+    """The converter module of a format: ``write(module_dir, path, target)`` and ``measure``."""
+    if fmt == "tflite":
+        from hubexport.deploy import tflite
+
+        return tflite
+    from hubexport.deploy import tfjs
+
+    return tfjs
+
+
 def write_variant(target, module_dir, output, parent_stamp):
-    """Writes one variant (file, card, stamp) from its built parent module.
+    """Writes one variant (file or directory, card, stamp) from its built parent module.
 
     Runs in a build worker process (it imports TensorFlow).
 
@@ -183,15 +203,16 @@ def write_variant(target, module_dir, output, parent_stamp):
       parent_stamp: the parent module's stamp hash.
 
     Returns:
-      (file Path, card Path, record dict): the record is what the stamp
-      holds (see :func:`variant_record`).
+      (path, card Path, record dict): the record is what the stamp holds
+      (see :func:`variant_record`).
 
     Raises:
       BuildError: the conversion failed or a file could not be written
         (nothing partial is left where the variant belongs).
     """
+    import shutil
+
     from hubexport.cards import render_variant_card
-    from hubexport.deploy.tflite import measure, write_tflite
 
     path, card, stamp = variant_paths(output, target)
     spec = target.parent.spec
@@ -200,54 +221,69 @@ def write_variant(target, module_dir, output, parent_stamp):
     except OSError as e:
         raise disk_error("create", path.parent, e.strerror or e, output) from None
     version = str(target.version)
-    leftovers = (path.name + ".tmp-", ".%s.md.tmp-" % version, "..%s.stamp.tmp-" % version)
+    leftovers = (path.name + ".tmp-", ".%s.tmp-" % path.name, ".%s.md.tmp-" % version,
+                 "..%s.stamp.tmp-" % version)
     for old in path.parent.iterdir():  # of an interrupted build of this variant
         if old.name.startswith(leftovers):
-            old.unlink()
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     for old in (stamp, card):  # the variant is out of date until its new stamp is written
         if old.exists():
             old.unlink()
-    nbytes = write_tflite(module_dir, path, image_size=spec.image_size,
-                          quantization=target.quantization)
-    diff = measure(path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
-    record = variant_record(target, path, nbytes, diff)
+    converter = _converter(target.format)
+    io = converter.write_variant_files(module_dir, path, target)
+    diff = converter.measure(path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
+    record = variant_record(target, path, io, diff)
     write_text(card, render_variant_card(target, record))
     write_text(stamp, json.dumps({"stamp": variant_stamp(target, parent_stamp),
                                    "hubexport": __version__, "variant": record}, indent=1))
     return path, card, record
 
 
-def variant_record(target, path, nbytes, diff):
+def variant_files(path):
+    """{relative name: sha256 hex} of a variant's file, or of every file in its directory."""
+    from hubexport.hashing import sha256_file
+
+    path = Path(path)
+    if path.is_file():
+        return {path.name: sha256_file(path)[0]}
+    return {p.relative_to(path).as_posix(): sha256_file(p)[0]
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def variant_record(target, path, io, diff):
     """The stamp's record of a written variant.
+
+    Args:
+      target: the :class:`DeployTarget`.
+      path: the variant's file or directory.
+      io: the converter's ``{"input": {"name", "shape"}, "output": {"name",
+        "shape"}}`` (shapes with -1 for any size).
+      diff: the converter's ``measure`` dict.
 
     Returns:
       dict (JSON-ready): ``variant_handle``, ``handle``, ``version``,
       ``parent_module`` (the module handle), ``format``, ``variant``,
-      ``quantization``, ``file`` (name), ``size`` (bytes), ``sha256``,
+      ``quantization``, ``file`` (the file's or directory's name), ``files``
+      ({name relative to it: sha256}), ``size`` (bytes in all),
       ``input`` (``{"name", "shape", "dtype", "range"}``), ``output``
-      (``{"name", "shape"}``), ``probe`` (the measured difference from the
-      parent: ``images``, ``max_abs_diff``, ``max_rel_diff``, ``max_abs_output``)
-      and ``tensorflow`` (the converter's release).
+      (``{"name", "shape", "dtype"}``), ``probe`` (the measured difference
+      from the parent: ``images``, ``max_abs_diff``, ``max_rel_diff``,
+      ``max_abs_output``) and ``tensorflow`` (the converter's release).
     """
     import sys
 
-    from hubexport.deploy.tflite import INPUT_NAME
-    from hubexport.hashing import sha256_file
-
-    parent = target.parent
-    spec = parent.spec
-    width = spec.num_classes if parent.kind == "classification" else spec.feature_size
+    path = Path(path)
+    files = variant_files(path)
+    size = (path.stat().st_size if path.is_file()
+            else sum((path / name).stat().st_size for name in files))
     tf = sys.modules.get("tensorflow")
     return {
         "variant_handle": target.variant_handle, "handle": target.handle,
-        "version": target.version, "parent_module": parent.module_handle,
+        "version": target.version, "parent_module": target.parent.module_handle,
         "format": target.format, "variant": target.variant,
-        "quantization": target.quantization, "file": Path(path).name, "size": nbytes,
-        "sha256": sha256_file(path)[0],
-        "input": {"name": INPUT_NAME, "shape": [1, spec.image_size, spec.image_size, 3],
-                  "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": "logits" if parent.kind == "classification" else "feature_vector",
-                   "shape": [1, width]},
+        "quantization": target.quantization, "file": path.name, "files": files, "size": size,
+        "input": dict(io["input"], dtype="float32", range=[0.0, 1.0]),
+        "output": dict(io["output"], dtype="float32"),
         "probe": dict(diff, images=PROBE_IMAGES),
         "tensorflow": getattr(tf, "__version__", None),
     }

@@ -1,6 +1,8 @@
 """TF.js variants of TF1 Hub format modules: a graph model (``model.json`` + weight shards).
 
-Public entry point: :func:`write_tfjs`. TensorFlow.js's official converter
+Public entry points: :func:`write_tfjs`, :func:`read_graph_model` (the
+files back into a runnable TensorFlow graph) and :func:`measure` (a written
+graph model against its module). TensorFlow.js's official converter
 (``tensorflowjs`` on PyPI) cannot be installed beside TensorFlow 2.21 (it
 pins tensorflow-decision-forests, which pins TensorFlow 2.19), so the format
 is written here, as tensorflow/tfjs documents it
@@ -30,6 +32,7 @@ weight: value = q * scale + min, ``scale = (max - min) / 255``). TF.js turns
 them back into float32 when it loads the model; compute stays float32.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -81,7 +84,10 @@ def write_tfjs(module_dir, out_dir, *, quantization="float32"):
     if quantization not in QUANTIZATIONS:
         raise UsageError("quantization %r: use one of %s" % (quantization,
                                                               ", ".join(QUANTIZATIONS)))
-    frozen, inp, out = _frozen_inference_graph(str(module_dir))
+    from tensorflow.core.framework import graph_pb2
+
+    serialized, inp, out = _frozen_inference_graph(os.path.abspath(module_dir))
+    frozen = graph_pb2.GraphDef.FromString(serialized)
     unsupported = sorted({n.op for n in frozen.node} - TFJS_OPS)
     if unsupported:
         raise BuildError("%s: its inference graph holds ops TF.js 4.22 lacks (%s); cannot "
@@ -151,8 +157,9 @@ def write_tfjs(module_dir, out_dir, *, quantization="float32"):
             "ops": sorted({n.op for n in frozen.node}), "weights": len(weights)}
 
 
+@functools.lru_cache(maxsize=1)  # the variants of one module, one after another
 def _frozen_inference_graph(module_dir):
-    """(GraphDef, (input name, shape), (output name, shape)) of a TF1 Hub module's ``default``.
+    """(serialized GraphDef, (input name, shape), (output name, shape)) of a module's ``default``.
 
     Loads tag set ``{}`` in a TF1 session, folds the variables into
     constants, removes the ``Assert`` ops (and the control inputs that wait
@@ -191,4 +198,120 @@ def _frozen_inference_graph(module_dir):
     def shape(info):
         return [d.size for d in info.tensor_shape.dim]
 
-    return frozen, (inp.name, shape(inp)), (out.name, shape(out))
+    return frozen.SerializeToString(), (inp.name, shape(inp)), (out.name, shape(out))
+
+
+def write_variant_files(module_dir, path, target):
+    """Writes a deploy target's graph model directory (:func:`write_tfjs`; for :mod:`hubexport.deploy`).
+
+    Returns:
+      ``{"input": {"name", "shape"}, "output": {"name", "shape"}}`` of the
+      graph (-1 for a size it takes any of).
+    """
+    info = write_tfjs(module_dir, path, quantization=target.quantization)
+    return {"input": info["input"], "output": info["output"]}
+
+
+def read_graph_model(model_dir):
+    """Reads a graph model directory back into a GraphDef with every weight's value.
+
+    Weights are decoded as TF.js decodes them (tfjs-core ``io.decodeWeights``):
+    float16 widened to float32, uint8 as ``q * scale + min``.
+
+    Args:
+      model_dir: a directory with ``model.json`` and its weight shards.
+
+    Returns:
+      (GraphDef, model dict): the graph with its ``Const`` nodes' values
+      filled in, and the parsed ``model.json``.
+
+    Raises:
+      BuildError: a file is missing, the manifest names more bytes than the
+        shards hold (or fewer), or a weight names no ``Const`` node.
+    """
+    import numpy as np
+    from google.protobuf import json_format
+    from tensorflow.core.framework import graph_pb2
+    from tensorflow.python.framework import tensor_util
+
+    try:
+        model = json.loads((open(os.path.join(model_dir, "model.json"), encoding="utf-8")).read())
+        graph = json_format.ParseDict(model["modelTopology"], graph_pb2.GraphDef())
+        (group,) = model["weightsManifest"]
+        payload = b"".join(open(os.path.join(model_dir, p), "rb").read() for p in group["paths"])
+    except (OSError, ValueError, KeyError, json_format.ParseError) as e:
+        raise BuildError("%s: not a readable TF.js graph model (%s)" % (model_dir, e)) from None
+    consts = {n.name: n for n in graph.node if n.op == "Const"}
+    offset = 0
+    for spec in group["weights"]:
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        q = spec.get("quantization")
+        stored = np.dtype({"float16": "<f2", "uint8": "u1"}[q["dtype"]] if q else
+                          {"float32": "<f4", "int32": "<i4"}[spec["dtype"]])
+        nbytes = count * stored.itemsize
+        if spec["name"] not in consts:
+            raise BuildError("%s: weight %s names no Const node of the graph"
+                             % (model_dir, spec["name"]))
+        if offset + nbytes > len(payload):
+            raise BuildError("%s: the shards end before weight %s" % (model_dir, spec["name"]))
+        value = np.frombuffer(payload, stored, count, offset).reshape(spec["shape"])
+        offset += nbytes
+        if q and q["dtype"] == "uint8":
+            value = value.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
+        value = value.astype(spec["dtype"])
+        consts[spec["name"]].attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(value))
+    if offset != len(payload):
+        raise BuildError("%s: the shards hold %d bytes, the manifest's weights %d"
+                         % (model_dir, len(payload), offset))
+    return graph, model
+
+
+def run(model_dir, images):
+    """Runs a graph model directory (read back by :func:`read_graph_model`) in TensorFlow.
+
+    Args:
+      model_dir: the graph model directory.
+      images: float32 numpy array [n, H, W, 3].
+
+    Returns:
+      float64 numpy array [n, ...]: the model's output.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    graph_def, model = read_graph_model(model_dir)
+    (inp,) = model["signature"]["inputs"]
+    (out,) = model["signature"]["outputs"]
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            return sess.run(out, {inp: images}).astype(np.float64)
+
+
+def measure(path, module_dir, images):
+    """How far a graph model's outputs are from its TF1 Hub module's ``default`` signature.
+
+    The graph model runs as :func:`run` runs it (weights decoded as TF.js
+    decodes them), the module through ``hub.load``.
+
+    Args:
+      path: the graph model directory (from :func:`write_tfjs`).
+      module_dir: the module it was converted from.
+      images: float32 numpy array [n, S, S, 3] in [0, 1].
+
+    Returns:
+      dict of floats: ``max_abs_diff``, ``max_abs_output`` (of the module)
+      and ``max_rel_diff`` (their ratio).
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    got = run(path, images)
+    want = hub.load(str(module_dir)).signatures["default"](
+        images=tf.constant(images))["default"].numpy().astype(np.float64)
+    diff = float(np.max(np.abs(got - want)))
+    scale = float(np.max(np.abs(want)))
+    return {"max_abs_diff": diff, "max_abs_output": scale,
+            "max_rel_diff": diff / scale if scale > 0 else float("inf")}

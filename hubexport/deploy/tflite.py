@@ -94,6 +94,20 @@ def write_tflite(module_dir, path, *, image_size, quantization="float32"):
     return len(flat)
 
 
+def write_variant_files(module_dir, path, target):
+    """Writes a deploy target's ``.tflite`` (:func:`write_tflite`; for :mod:`hubexport.deploy`).
+
+    Returns:
+      ``{"input": {"name", "shape"}, "output": {"name", "shape"}}`` of the file.
+    """
+    spec, kind = target.parent.spec, target.parent.kind
+    write_tflite(module_dir, path, image_size=spec.image_size, quantization=target.quantization)
+    width = spec.num_classes if kind == "classification" else spec.feature_size
+    return {"input": {"name": INPUT_NAME, "shape": [1, spec.image_size, spec.image_size, 3]},
+            "output": {"name": "logits" if kind == "classification" else "feature_vector",
+                       "shape": [1, width]}}
+
+
 def run(path, images):
     """Runs a ``.tflite`` file on images, one per invocation, in TensorFlow's TFLite interpreter.
 
