@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 LEGACY_VENV ?= .venv-legacy
 LITERT_VENV ?= .venv-litert
+# TensorFlow.js for the Node.js checks of the TF.js variants (npm ci from the lockfile).
+TFJS_DIR := tests/tfjs
 BIN := $(VENV)/bin
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
@@ -11,7 +13,7 @@ PYTEST_ARGS ?=
 # share a module or session fixture stay on one; see tests/conftest.py).
 TEST_WORKERS ?= 2
 
-.PHONY: install install-legacy install-litert demo test test-fast test-legacy bench build-all clean
+.PHONY: install install-legacy install-litert install-tfjs demo test test-fast test-legacy bench build-all clean
 
 install: $(BIN)/.installed
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -41,10 +43,17 @@ install-litert: $(LITERT_VENV)/bin/.installed
 $(LITERT_VENV)/bin/.installed: requirements-litert.txt
 	$(requirements_venv)
 
+# @tensorflow/tfjs 4.22.0 (+ the wasm backend) as tests/tfjs/package-lock.json pins
+# it, for tests/test_deploy_tfjs.py, which runs the TF.js variants in Node.js.
+install-tfjs: $(TFJS_DIR)/node_modules/.installed
+$(TFJS_DIR)/node_modules/.installed: $(TFJS_DIR)/package-lock.json
+	cd $(TFJS_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
 demo: install
 	PYTHON=$(BIN)/python DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
-test: install install-legacy install-litert
+test: install install-legacy install-litert install-tfjs
 	HUBEXPORT_LEGACY_PYTHON=$(CURDIR)/$(LEGACY_VENV)/bin/python \
 	HUBEXPORT_LITERT_PYTHON=$(CURDIR)/$(LITERT_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

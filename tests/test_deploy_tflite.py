@@ -127,7 +127,8 @@ def test_build_writes_each_variant_with_card_and_stamp(deployed, family):
             record = _stamp(output, model, kind, variant)
             assert record["parent_module"] == "google/imagenet/%s/%s/5" % (model, kind)
             assert record["quantization"] == quantization
-            assert (record["sha256"], record["size"]) == sha256_file(path)
+            assert record["files"] == {"1.tflite": sha256_file(path)[0]}
+            assert record["size"] == path.stat().st_size
             card = path.with_suffix(".md").read_text()
             assert card.splitlines()[0] == "# Lite " + "/&zwnj;".join(
                 handle.split("/")[:-1]) + "/1"
@@ -207,7 +208,8 @@ def test_deploy_without_a_version_5_module_is_a_usage_error(family, tmp_path):
                    "--specs", family.specs_dir, "--output", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "--deploy tflite converts modules with a serving_default signature" in line
+    assert "--deploy tflite: none of the modules to build has a tflite variant" in line
+    assert "deploy for version 5" in line
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
@@ -264,7 +266,7 @@ def test_verify_passes_the_variants_and_names_what_is_wrong_with_damaged_ones(de
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     replace_file(path, bytes(data))
-    assert failures()[0].startswith("file: ") and "its stamp records" in failures()[0]
+    assert failures()[0].startswith("file: its files differ from what its stamp records")
     replace_file(path, b"not a flat buffer")
     assert failures() == ["file: not a TFLite flat buffer (no TFL3 identifier)"]
     stray = tmp_path / "elsewhere" / "model.tflite"

@@ -324,7 +324,8 @@ def test_targets_undefined(v2, kwargs, message):
 
 def test_targets_version_missing_in_one_kind_only(tmp_path):
     text = V2_TEXT.replace("      5:\n        format: saved_model_2\n        input_size: variable\n"
-                           "        signatures: [serving_default]\n", "", 1)
+                           "        deploy: [tflite]\n        signatures: [serving_default]\n",
+                           "", 1)
     assert text != V2_TEXT
     path = tmp_path / "inception_v2.yaml"
     path.write_text(text)
@@ -848,3 +849,29 @@ def test_real_specs_round_trip_through_yaml_dump():
     for path, doc in REAL_DOCS:
         data = yaml.safe_dump(doc, sort_keys=False).encode()
         assert _outcome(path, data) == specs.load_spec_file(path)
+
+
+@pytest.mark.parametrize("deploy, message", [
+    ("[tfjs]", "modules.classification.versions.5.deploy[0]: tfjs: the TF.js writer converts "
+               "TF1 Hub format modules (format: hub)"),
+    ("[onnx]", "modules.classification.versions.5.deploy[0]: unknown deployment format "
+               "'onnx'; allowed: tflite, tfjs"),
+])
+def test_a_deploy_format_the_version_cannot_have_is_a_spec_error(tmp_path, deploy, message):
+    text = V2_TEXT.replace("        deploy: [tflite]\n", "        deploy: %s\n" % deploy, 1)
+    assert text != V2_TEXT
+    path = tmp_path / "inception_v2.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        specs.load_spec(path)
+    assert str(info.value).endswith(message) and str(info.value).startswith(str(path) + ":")
+
+
+def test_the_shipped_specs_list_the_variants_tfhub_dev_published(tmp_path):
+    """TF.js for versions 1 and 3 (and 2 of MobileNet V2), none for ResNet 152 (ZOO.md); TFLite for 5."""
+    for name, spec in specs.load_specs().items():
+        for kind, family in spec.modules.items():
+            for number, version in family.versions.items():
+                tfjs = number in (1, 2, 3) and not name.endswith("_152")
+                assert version.deploy == (("tfjs",) if tfjs else ("tflite",) if number == 5
+                                          else ()), (name, kind, number)
