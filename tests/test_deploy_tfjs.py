@@ -22,7 +22,6 @@ nearer its own module output than the other images'.
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
