@@ -6,7 +6,8 @@ Usage::
 
 MODE ``module`` (the main venv): the version 5 module's ``serving_default``
 (``tf.saved_model.load``) called on float32 batches [1, S, S, 3] and
-[16, S, S, 3]. MODE ``litert`` (run with .venv-litert's python, which has
+[16, S, S, 3]. MODE ``module_tf1``: the same for a version 3 module's
+``default`` signature (the parent of the TF.js variants). MODE ``litert`` (run with .venv-litert's python, which has
 ``ai-edge-litert`` and no TensorFlow): the ``.tflite`` file in LiteRT's
 interpreter with 2 threads (its default XNNPACK delegate), one image per
 invocation, as the flat buffer takes; batch 16 is 16 invocations. Each
@@ -27,10 +28,12 @@ def main(mode, path, size, reps, out_json):
 
     size, reps = int(size), int(reps)
     images = np.random.default_rng(7).random((max(BATCHES), size, size, 3), dtype=np.float32)
-    if mode == "module":
+    if mode in ("module", "module_tf1"):
         import tensorflow as tf
 
-        serve = tf.saved_model.load(path).signatures["serving_default"]
+        loaded = (tf.saved_model.load(path) if mode == "module"
+                  else tf.saved_model.load(path, tags=[]))  # TF1 Hub format: tag set {}
+        serve = loaded.signatures["serving_default" if mode == "module" else "default"]
         (key,) = serve.structured_input_signature[1]
 
         def call(batch):

@@ -11,8 +11,9 @@ Figures (one module each):
   4./6. build_bench.py  build stage times and peak RSS; --jobs; no-op rebuild (the
                  two seed models only, so the figures stay comparable)
   5. inference.py  exported modules vs the checkpoint's net and tf_keras
-  7. deploy_bench.py  a `--deploy tflite` variant in LiteRT vs its parent module in
-                 TensorFlow, batch 1 and 16 (inception_v2 v5 classification)
+  7. deploy_bench.py  `--deploy` variants vs their parent modules in TensorFlow,
+                 batch 1 and 16: .tflite in LiteRT (inception_v2 v5), TF.js in Node.js
+                 (a MobileNet V1 v3, from the mobilenet section)
   4 zoo. zoo_bench.py  build --all --jobs 2 over the single-model specs (80 modules):
                  wall, per architecture seconds per module (stage split) and peak RSS
   4 mobilenet. mobilenet_bench.py  build 'mobilenet_v*' --jobs 2 (38 models, 348
@@ -22,8 +23,8 @@ Figures (one module each):
 Environment:
   BENCH_QUICK=1   reduced sizes and repetitions for a smoke test; the report
                   goes to build/bench/BENCHMARKS-quick.md instead.
-  BENCH_ONLY=a,b  run only these sections (startup, download, build, inference, deploy,
-                  zoo, mobilenet).
+  BENCH_ONLY=a,b  run only these sections (startup, download, build, inference, zoo,
+                  mobilenet, deploy).
   BENCH_OUTPUT    where to write the report (default as above).
   BENCH_WORK      scratch directory (default build/bench).
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (QUICK, REPO, WORK, LoadMonitor, Row, log, machine_description,  # noqa: E402
                     other_processes, rows_to_markdown, rows_to_text)
 
-SECTIONS = ("startup", "download", "build", "inference", "deploy", "zoo", "mobilenet")
+SECTIONS = ("startup", "download", "build", "inference", "zoo", "mobilenet", "deploy")
 
 
 def main() -> int:

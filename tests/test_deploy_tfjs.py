@@ -10,8 +10,10 @@ output is served on 127.0.0.1, and each variant is loaded as an app loads
 tfhub.dev's, ``tf.loadGraphModel(URL, {fromTFHub: true})`` (which asks for
 ``URL/model.json?tfjs-format=file`` and each shard with that query), by
 TensorFlow.js 4.22.0 in Node.js (tests/tfjs/run_graph_model.mjs; npm ci
-from tests/tfjs/package-lock.json, `make install-tfjs`) on the cpu backend,
-and the float32 variants of the smaller nets on the wasm backend too. The
+from tests/tfjs/package-lock.json, `make install-tfjs`) on the wasm backend
+(its binary ships in the npm package), and the float32 variants of the
+smaller nets on the cpu backend too (plain JavaScript: about 0.2 GFLOP/s
+here, a minute per Inception-ResNet-V2 image). The
 reference is ``hub.load`` of the parent module in TensorFlow 2.21 (an
 implementation we did not write) on the same structured images: float32 to
 1e-4 relative, the quantized variants to the figure their card states
@@ -44,7 +46,8 @@ CASES += [("inception_v1", "classification", 3), ("inception_v3", "feature_vecto
 CASES = [c for c in CASES if c[0] in SPECS]  # all, unless HUBEXPORT_TEST_MODELS narrows the family
 VARIANTS = ("default", "float16", "uint8")
 VARIANT_CASES = [c + (v,) for c in CASES for v in VARIANTS]
-WASM_CASES = [c for c in CASES if not c[0].startswith(("inception_resnet", "inception_v3"))]
+CPU_CASES = [c for c in CASES if c[0].startswith("mobilenet")
+             or c == ("inception_v2", "classification", 3)]
 FLOAT32_TOLERANCE = 1e-4
 N_IMAGES = 2
 
@@ -89,7 +92,7 @@ def node_run(deployed, http_server_module, tmp_path_factory):
     work = tmp_path_factory.mktemp("node")
     _, _, expected = deployed
 
-    def run(model, kind, version, variant, backend="cpu"):
+    def run(model, kind, version, variant, backend="wasm"):
         images, _ = expected[(model, kind, version)]
         images_file = work / "images.f32"
         images.astype("<f4").tofile(images_file)
@@ -173,7 +176,7 @@ def test_variant_in_tfjs_matches_the_module(deployed, node_run, family, model, k
     output, _, expected = deployed
     images, want = expected[(model, kind, version)]
     got, report = node_run(model, kind, version, variant)
-    assert report["backend"] == "cpu" and report["version"] == "4.22.0"
+    assert report["backend"] == "wasm" and report["version"] == "4.22.0"
     spec = family.spec(model)
     n = spec.num_classes if kind == "classification" else spec.feature_size
     size = -1 if spec.modules[kind].versions[version].input_size == "variable" else \
@@ -195,13 +198,13 @@ def test_variant_in_tfjs_matches_the_module(deployed, node_run, family, model, k
         assert err < min(others), (i, err, others)  # it tells the images apart
 
 
-@pytest.mark.parametrize("model,kind,version", WASM_CASES,
-                         ids=["/".join(map(str, c)) for c in WASM_CASES])
-def test_float32_variant_on_the_wasm_backend(deployed, node_run, model, kind, version):
+@pytest.mark.parametrize("model,kind,version", CPU_CASES,
+                         ids=["/".join(map(str, c)) for c in CPU_CASES])
+def test_float32_variant_on_the_cpu_backend(deployed, node_run, model, kind, version):
     _, _, expected = deployed
     _, want = expected[(model, kind, version)]
-    got, report = node_run(model, kind, version, "default", backend="wasm")
-    assert report["backend"] == "wasm"
+    got, report = node_run(model, kind, version, "default", backend="cpu")
+    assert report["backend"] == "cpu"
     assert max_rel(got, want) < FLOAT32_TOLERANCE
 
 
