@@ -49,6 +49,7 @@ import urllib.parse
 from pathlib import Path
 
 from hubexport import publish as registry_io
+from hubexport.hashing import sha256_file
 from hubexport.errors import PublishError, UsageError
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class RegistryServer(http.server.ThreadingHTTPServer):
         with self._lock:
             cached = self._verified.get(str(path))
         if cached != (key, sha256):
-            actual = registry_io._sha256_file(path)
+            actual = sha256_file(path)[0]
             if actual != sha256:
                 f.close()
                 return None, ("%s changed on disk and no longer matches index.json; run "
