@@ -55,14 +55,7 @@ def run(rows, details, context):
              "taking turns; medians." % (ROUNDS, REPS), ""]
     for model in DEPLOY_MODELS:
         log("deploy: %s" % model)
-        proc = subprocess.run([HUBEXPORT, "build", model, "--version", "5", "--kind",
-                               "classification", "--deploy", "tflite", "--json", "--specs",
-                               str(context["specs"]), "--cache-dir", str(context["cache"]),
-                               "--output", str(modules)], capture_output=True, text=True,
-                              env=child_env(), timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError("build --deploy tflite failed: %s" % proc.stderr[-2000:])
-        results = {r["module_handle"]: r for r in json.loads(proc.stdout)}
+        results = _build_variants(model, 5, "tflite", context["specs"], context["cache"], modules)
         parent = "google/imagenet/%s/classification/5" % model
         size = json.loads((modules / "google" / "imagenet" / model / "classification" /
                            ".5.stamp").read_text())["module"]["image_size"]
@@ -98,19 +91,23 @@ def run(rows, details, context):
                     "\n".join(lines)))
 
 
+def _build_variants(model, version, fmt, specs, cache, output):
+    """``hubexport build MODEL --version V --kind classification --deploy FMT``: {handle: result}."""
+    proc = subprocess.run([HUBEXPORT, "build", model, "--version", str(version), "--kind",
+                           "classification", "--deploy", fmt, "--json", "--specs", str(specs),
+                           "--cache-dir", str(cache), "--output", str(output)],
+                          capture_output=True, text=True, env=child_env(), timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError("build --deploy %s failed: %s" % (fmt, proc.stderr[-2000:]))
+    return {r["module_handle"]: r for r in json.loads(proc.stdout)}
+
+
 def _tfjs(rows, mobilenet):
     """The TF.js rows (module docstring); returns the detail lines."""
     model = TFJS_MODEL
     modules = Path(mobilenet["output"])
     log("deploy: tfjs %s" % model)
-    proc = subprocess.run([HUBEXPORT, "build", model, "--version", "3", "--kind",
-                           "classification", "--deploy", "tfjs", "--json", "--specs",
-                           str(mobilenet["specs"]), "--cache-dir", str(mobilenet["cache"]),
-                           "--output", str(modules)], capture_output=True, text=True,
-                          env=child_env(), timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError("build --deploy tfjs failed: %s" % proc.stderr[-2000:])
-    results = {r["module_handle"]: r for r in json.loads(proc.stdout)}
+    results = _build_variants(model, 3, "tfjs", mobilenet["specs"], mobilenet["cache"], modules)
     tf1 = results["google/imagenet/%s/classification/3" % model]["module_dir"]
     graph_model = results["google/tfjs-model/imagenet/%s/classification/3/default/1"
                           % model]["module_dir"]
