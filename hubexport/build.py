@@ -12,11 +12,12 @@ Output layout (``OUT`` = ``--output``)::
     OUT/google/imagenet/inception_v2/classification/3.md     its card
     OUT/google/imagenet/inception_v2/classification/.3.stamp what it was built from
 
-With ``deploy=("tflite",)`` (``--deploy tflite``), each version 5 module
-then gets its TFLite variants, beside the modules under their own handles
-(:mod:`hubexport.deploy`)::
+With ``deploy=("tflite", "tfjs")`` (``--deploy``), each module whose
+version lists a format under ``deploy`` in its spec then gets that format's
+variants, beside the modules under their own handles (:mod:`hubexport.deploy`)::
 
     OUT/google/lite-model/imagenet/inception_v2/classification/5/default/1.tflite  (and 1.md)
+    OUT/google/tfjs-model/imagenet/inception_v2/classification/3/default/1/        (and 1.md)
 
 A module directory appears only complete: it is written to a temporary
 directory beside it (``.3.tmp-<pid>``) and renamed into place; the card
@@ -77,11 +78,11 @@ class BuildResult:
       module_handle: e.g. ``google/imagenet/inception_v2/classification/3``
         (a deployment variant's handle for a variant).
       module_dir: the module directory (Path); for a deployment variant, its
-        file (e.g. ``.../5/default/1.tflite``).
+        file or directory (e.g. ``.../5/default/1.tflite``).
       card: the card file (Path).
       status: "built" or "up-to-date".
       seconds: wall time spent on this target (seconds).
-      deploy: None for a module; a deployment variant's format (e.g. "tflite").
+      deploy: None for a module; a deployment variant's format ("tflite", "tfjs").
     """
 
     module_handle: str
@@ -239,9 +240,10 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
         fetched; None logs :func:`hubexport.fetch.unpinned_warning` as a
         warning.
       deploy: deployment formats (names of :data:`hubexport.deploy.FORMATS`,
-        e.g. ``("tflite",)``): after the modules, each module these formats
-        convert gets its variants (:func:`hubexport.deploy.deploy_targets`),
-        written in worker processes too.
+        e.g. ``("tflite",)``): after the modules, each target whose version
+        lists one of them under ``deploy`` in its spec gets that format's
+        variants (:func:`hubexport.deploy.deploy_targets`), written in worker
+        processes too.
 
     Returns:
       list of :class:`BuildResult`, one per target, in build order (spec
@@ -249,8 +251,8 @@ def build(specs, *, output, version=None, kind=None, cache_dir=None, mirror=None
 
     Raises:
       UsageError: the version or kind is not defined by a spec, ``jobs``
-        < 1, or ``deploy`` names an unknown format or one that none of the
-        targets can be converted to.
+        < 1, or ``deploy`` names an unknown format or one that no target's
+        version lists.
       UnpinnedSourceError: a spec's checkpoint has no published checksum
         and ``allow_unpinned`` is False (a UsageError; nothing is written).
       FetchError, ChecksumError, ArchiveError: the tarball could not be had.

@@ -713,7 +713,7 @@ class _Checker:
           output: the build output it lies in (for the parent module), or
             None to look for it where the variant handle says.
         """
-        from hubexport.deploy import PROBE_IMAGES, _converter, probe_images, variant_files
+        from hubexport.deploy import PROBE_IMAGES, converter, probe_images, variant_files
         from hubexport.tfimport import import_tensorflow
 
         import numpy as np
@@ -760,7 +760,7 @@ class _Checker:
             module_dir = root / parent.rel_path
             stated = (record or {}).get("probe", {}).get("max_rel_diff")
             if module_dir.is_dir() and isinstance(stated, float):
-                diff = _converter(target.format).measure(
+                diff = converter(target.format).measure(
                     path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
                 ok = diff["max_rel_diff"] <= 1.5 * stated + 1e-5
                 checks.append(Check("inference", ok, "on %d probe images, %.3g of the largest "

@@ -180,8 +180,8 @@ def probe_images(n, size, seed=0):
     return (0.8 * img + 0.2 * rng.uniform(0, 1, (n, size, size, 3))).astype(np.float32)
 
 
-def _converter(fmt):
-    """The converter module of a format: ``write(module_dir, path, target)`` and ``measure``."""
+def converter(fmt):
+    """The converter module of a format (its ``write_variant_files`` and ``measure``)."""
     if fmt == "tflite":
         from hubexport.deploy import tflite
 
@@ -229,9 +229,9 @@ def write_variant(target, module_dir, output, parent_stamp):
     for old in (stamp, card):  # the variant is out of date until its new stamp is written
         if old.exists():
             old.unlink()
-    converter = _converter(target.format)
-    io = converter.write_variant_files(module_dir, path, target)
-    diff = converter.measure(path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
+    writer = converter(target.format)
+    io = writer.write_variant_files(module_dir, path, target)
+    diff = writer.measure(path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
     record = variant_record(target, path, io, diff)
     write_text(card, render_variant_card(target, record))
     write_text(stamp, json.dumps({"stamp": variant_stamp(target, parent_stamp),
