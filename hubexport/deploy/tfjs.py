@@ -47,9 +47,10 @@ SHARD_BYTES = 4 * 1024 * 1024
 #: (tfjs-converter/src/operations/op_list).
 TFJS_OPS = frozenset({
     "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "FusedBatchNormV3",
-    "Relu", "Relu6", "BiasAdd", "Add", "AddV2", "Sub", "Mul", "Mean", "Squeeze", "Reshape",
-    "MatMul", "ConcatV2", "AvgPool", "MaxPool", "Pad", "Softmax", "Shape", "StridedSlice",
-    "Pack", "ExpandDims"})
+    "Relu", "Relu6", "BiasAdd", "Add", "AddV2", "Sub", "Mul", "RealDiv", "Maximum", "Minimum",
+    "Sqrt", "Rsqrt", "Square", "Mean", "Squeeze", "Reshape", "MatMul", "ConcatV2", "AvgPool",
+    "MaxPool", "Pad", "Softmax", "Shape", "StridedSlice", "Slice", "Pack", "ExpandDims", "Fill",
+    "ZerosLike", "OnesLike", "Cast", "Tile"})
 _CLEARED = ("tensor_content", "half_val", "float_val", "double_val", "int_val", "string_val",
             "int64_val", "bool_val", "uint32_val", "uint64_val")
 _DTYPES = {"float32": "float32", "int32": "int32"}
