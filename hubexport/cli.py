@@ -391,19 +391,24 @@ def verify(path_or_url, specs_dir, handle, no_inference, as_json):
     """Check modules against their specs; exit code 3 if anything disagrees.
 
     PATH_OR_URL is a module directory (.../<handle>/<version>), an archive
-    (.../<handle>/<version>.tar.gz), a build output directory, a registry
-    directory (with index.json), or a URL served by 'hubexport serve' (a
-    module, http://HOST:PORT/<handle>/<version>, or the whole registry,
+    (.../<handle>/<version>.tar.gz), a deployment variant from 'build
+    --deploy' (a .tflite file or a TF.js directory with model.json), a build
+    output directory (its modules and variants), a registry directory (with
+    index.json), or a URL served by 'hubexport serve' (a module,
+    http://HOST:PORT/<handle>/<version>, or the whole registry,
     http://HOST:PORT/). Checks the format, tag sets, signatures and their
     shapes, variables, image_module_info, a smoke inference at the default
-    image size, and the card's handle line and metadata; for archives and
-    registries also the members and checksums.
+    image size (not with --no-inference), and the card's handle line and
+    metadata; for archives and registries also the members and checksums;
+    for variants their files against the stamp, their runtime view and the
+    accuracy their card states.
 
     \b
     Examples:
       hubexport verify modules/google/imagenet/inception_v2/classification/3
       hubexport verify registry --json
       hubexport verify modules --no-inference
+      hubexport verify modules/google/lite-model/imagenet/mobilenet_v1_025_128/classification/5/default/1.tflite
       hubexport verify http://127.0.0.1:8000/google/imagenet/inception_v2/classification/3
     """
     from hubexport.verify import verify as verify_stage
