@@ -236,13 +236,3 @@ def test_verify_passes_the_variants_and_names_a_damaged_shard(deployed, family, 
     (m,) = verify(copy / handle, specs_dir=family.specs_dir).modules
     assert m.failures[0].startswith("file: its files differ from what its stamp records")
     assert "the shards end before weight" in m.failures[1] or "shards hold" in m.failures[1]
-
-
-def test_deploy_tfjs_of_a_version_without_tfjs_variants_is_a_usage_error(family, tmp_path):
-    proc = run_cli("build", "mobilenet_v1_025_128", "--version", "5", "--deploy", "tfjs",
-                   "--specs", family.specs_dir, "--output", tmp_path / "out")
-    assert proc.returncode == 2, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()
-    assert "--deploy tfjs: none of the modules to build has a tfjs variant" in line
-    assert "deploy for version 1, 3" in line
-    assert not (tmp_path / "out").exists()

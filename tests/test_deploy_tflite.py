@@ -203,13 +203,16 @@ def test_conversion_is_reproducible(family, tmp_path):
     assert (tmp_path / "a.tflite").read_bytes() == (tmp_path / "b.tflite").read_bytes()
 
 
-def test_deploy_without_a_version_5_module_is_a_usage_error(family, tmp_path):
-    proc = run_cli("build", "mobilenet_v1_025_128", "--version", "3", "--deploy", "tflite",
+@pytest.mark.parametrize("fmt,version,having", [("tflite", 3, "5"), ("tfjs", 5, "1, 3")])
+def test_deploy_of_a_version_without_that_variant_is_a_usage_error(family, tmp_path, fmt,
+                                                                    version, having):
+    """--deploy tflite of a version 3, --deploy tfjs of a version 5: exit 2, one line, nothing written."""
+    proc = run_cli("build", "mobilenet_v1_025_128", "--version", version, "--deploy", fmt,
                    "--specs", family.specs_dir, "--output", tmp_path / "out")
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "--deploy tflite: none of the modules to build has a tflite variant" in line
-    assert "deploy for version 5" in line
+    assert "--deploy %s: none of the modules to build has a %s variant" % (fmt, fmt) in line
+    assert "deploy for version %s" % having in line
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 

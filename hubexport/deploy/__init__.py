@@ -165,6 +165,22 @@ def is_up_to_date(output, target, parent_stamp):
         return False
 
 
+def difference(got, want):
+    """How far a variant's outputs are from its parent's (numpy arrays of the same shape).
+
+    Returns:
+      dict of floats: ``max_abs_diff`` (largest absolute difference),
+      ``max_abs_output`` (largest magnitude of ``want``) and ``max_rel_diff``
+      (their ratio; inf if ``want`` is all zero).
+    """
+    import numpy as np
+
+    diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
+    scale = float(np.max(np.abs(want)))
+    return {"max_abs_diff": diff, "max_abs_output": scale,
+            "max_rel_diff": diff / scale if scale > 0 else float("inf")}
+
+
 def probe_images(n, size, seed=0):
     """float32 [n, size, size, 3] in [0, 1]: smooth random colour fields plus a little noise.
 

@@ -319,7 +319,6 @@ def measure(path, module_dir, images):
         _MODULE_OUTPUTS.update(key=key, value=hub.load(str(module_dir)).signatures["default"](
             images=tf.constant(images))["default"].numpy().astype(np.float64))
     want = _MODULE_OUTPUTS["value"]
-    diff = float(np.max(np.abs(got - want)))
-    scale = float(np.max(np.abs(want)))
-    return {"max_abs_diff": diff, "max_abs_output": scale,
-            "max_rel_diff": diff / scale if scale > 0 else float("inf")}
+    from hubexport.deploy import difference
+
+    return difference(got, want)
