@@ -10,8 +10,9 @@ dynamic-range ``.tflite`` files in LiteRT (``ai-edge-litert``, in
 machine's drift hits them alike; figures are medians over all timed calls.
 No target: the rows say what a phone-style runtime gives on this machine.
 The TF.js rows do the same for the ``--deploy tfjs`` float32 variant of
-TFJS_MODEL's version 3 classification module (built by the mobilenet section;
-TensorFlow.js's own model zoo serves this MobileNet) in Node.js
+TFJS_MODEL's version 3 classification module (built here from the mobilenet
+section's stand-ins, which that section's clean-up leaves; TensorFlow.js's
+own model zoo serves this MobileNet) in Node.js
 (TensorFlow.js 4.22.0 from tests/tfjs, cpu and wasm backends;
 tfjs_child.cjs) against that module's ``default`` signature in TensorFlow,
 TFJS_ROUNDS rounds of TFJS_REPS calls (the cpu backend is plain JavaScript
@@ -42,7 +43,7 @@ def _litert_python() -> str:
 
 def run(rows, details, context):
     """Measures figure 7; needs ``context`` from build_bench and mobilenet_bench."""
-    if "modules" not in context or "output" not in context.get("mobilenet", {}):
+    if "modules" not in context or "standins" not in context.get("mobilenet", {}):
         raise RuntimeError("figure 7 needs the modules built by the build and mobilenet "
                            "sections (run them too)")
     litert = _litert_python()
@@ -91,11 +92,12 @@ def run(rows, details, context):
                     "\n".join(lines)))
 
 
-def _build_variants(model, version, fmt, specs, cache, output):
+def _build_variants(model, version, fmt, specs, cache, output, mirror=None):
     """``hubexport build MODEL --version V --kind classification --deploy FMT``: {handle: result}."""
     proc = subprocess.run([HUBEXPORT, "build", model, "--version", str(version), "--kind",
                            "classification", "--deploy", fmt, "--json", "--specs", str(specs),
-                           "--cache-dir", str(cache), "--output", str(output)],
+                           "--cache-dir", str(cache), "--output", str(output)]
+                          + (["--mirror", str(mirror)] if mirror else []),
                           capture_output=True, text=True, env=child_env(), timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError("build --deploy %s failed: %s" % (fmt, proc.stderr[-2000:]))
@@ -105,9 +107,12 @@ def _build_variants(model, version, fmt, specs, cache, output):
 def _tfjs(rows, mobilenet):
     """The TF.js rows (module docstring); returns the detail lines."""
     model = TFJS_MODEL
-    modules = Path(mobilenet["output"])
+    modules, cache = WORK / "deploy-tfjs-modules", WORK / "deploy-tfjs-cache"
+    for d in (modules, cache):
+        shutil.rmtree(d, ignore_errors=True)
     log("deploy: tfjs %s" % model)
-    results = _build_variants(model, 3, "tfjs", mobilenet["specs"], mobilenet["cache"], modules)
+    results = _build_variants(model, 3, "tfjs", mobilenet["specs"], cache, modules,
+                              mirror=mobilenet["standins"])
     tf1 = results["google/imagenet/%s/classification/3" % model]["module_dir"]
     graph_model = results["google/tfjs-model/imagenet/%s/classification/3/default/1"
                           % model]["module_dir"]

@@ -475,5 +475,4 @@ def run(rows, details, context):
         "the smallest and the largest MobileNet (QUICK)" if QUICK
         else "all %d MobileNets" % len(models)), "\n".join(lines)))
     context["mobilenet"] = {"wall": res.wall, "modules": n_modules, "per_family": per_family,
-                            "per_model": per_model, "output": output, "specs": spec_dir,
-                            "cache": cache}
+                            "per_model": per_model, "specs": spec_dir, "standins": standins}

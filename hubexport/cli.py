@@ -319,13 +319,15 @@ def build(names, all_, version, kind, output, force, jobs, deploy, specs_dir, mi
                    "otherwise).")
 @json_option
 def publish(output, registry, force, as_json):
-    """Publish the modules built under OUTPUT into the registry --registry.
+    """Publish the modules and variants built under OUTPUT into the registry --registry.
 
     Lays out REGISTRY/<handle>/<version>/ (the module),
     REGISTRY/<handle>/<version>.tar.gz (its reproducible archive),
     REGISTRY/assets/docs/<publisher>/models/<model>/<version>.md (its card)
-    and REGISTRY/index.json. Publishing the same content again changes
-    nothing; a damaged registry is refused.
+    and REGISTRY/index.json. Deployment variants ('build --deploy') go in
+    under their own handles: a TF.js directory and its .tar.gz, or a
+    .tflite file; their index entries name the parent module. Publishing
+    the same content again changes nothing; a damaged registry is refused.
 
     \b
     Example:
@@ -355,7 +357,10 @@ def serve(registry, host, port, as_json):
 
     tensorflow_hub resolves http://HOST:PORT/<handle>/<version> by asking
     for ?tf-hub-format=compressed; the server answers with the module's
-    archive. Prints the base URL (with --json: one JSON line), then serves
+    archive. Deployment variants are served as tfhub.dev served them:
+    tf.loadGraphModel(URL, {fromTFHub: true}) gets URL/model.json and the
+    shards with ?tfjs-format=file, and URL?lite-format=tflite is a .tflite
+    file. Prints the base URL (with --json: one JSON line), then serves
     until interrupted.
 
     \b
@@ -394,14 +399,14 @@ def verify(path_or_url, specs_dir, handle, no_inference, as_json):
     (.../<handle>/<version>.tar.gz), a deployment variant from 'build
     --deploy' (a .tflite file or a TF.js directory with model.json), a build
     output directory (its modules and variants), a registry directory (with
-    index.json), or a URL served by 'hubexport serve' (a module,
+    index.json), or a URL served by 'hubexport serve' (a module or variant,
     http://HOST:PORT/<handle>/<version>, or the whole registry,
     http://HOST:PORT/). Checks the format, tag sets, signatures and their
     shapes, variables, image_module_info, a smoke inference at the default
     image size (not with --no-inference), and the card's handle line and
     metadata; for archives and registries also the members and checksums;
-    for variants their files against the stamp, their runtime view and the
-    accuracy their card states.
+    for variants their files against the stamp (or index entry), their
+    runtime view and the accuracy their card states.
 
     \b
     Examples:

@@ -3,8 +3,9 @@
 Public entry point: :func:`publish`. Also public, for ``serve`` and
 ``verify``: :func:`read_registry` (load and check a registry),
 :func:`module_files` (the SavedModel paths of a module directory),
-:func:`docs_path`, :func:`archive_path`, :func:`archive_manifest` (hash the
-members of an archive), :func:`write_archive` and :func:`index_digest`.
+:func:`docs_path`, :func:`archive_path`, :func:`variant_layout`,
+:func:`variant_dir_files`, :func:`archive_manifest` (hash the members of an
+archive), :func:`write_archive` and :func:`index_digest`.
 
 Registry layout (``DIR`` = ``--registry``)::
 
@@ -12,6 +13,14 @@ Registry layout (``DIR`` = ``--registry``)::
     DIR/google/imagenet/inception_v2/classification/3.tar.gz   its archive
     DIR/assets/docs/google/models/imagenet/inception_v2/classification/3.md
     DIR/index.json                                             every module
+
+and, for the deployment variants ``build --deploy`` wrote (each under its
+own handle, see ``hubexport/data/deploy.yaml``), the build output's layout::
+
+    DIR/google/tfjs-model/imagenet/inception_v2/classification/3/default/1/        model.json, shards
+    DIR/google/tfjs-model/imagenet/inception_v2/classification/3/default/1.tar.gz  its archive
+    DIR/google/lite-model/imagenet/inception_v2/classification/5/default/1.tflite  the file
+    DIR/assets/docs/google/models/tfjs-model/imagenet/.../3/default/1.md           its card
 
 The docs follow tfhub.dev's layout (tensorflow/hub
 ``docs/writing_model_documentation.md``:
@@ -41,6 +50,20 @@ and the model name the rest without the version, e.g.
              "hubexport": version that published it,
              "tensorflow": version that wrote the module}
 
+A variant's ENTRY has ``format`` ``"tfjs"`` or ``"tflite"``, the same
+``module_handle``, ``handle``, ``version``, ``architecture``, ``kind``,
+``image_size``, ``size``, ``sha256``, ``module_size``, ``files``, ``doc``,
+``doc_sha256``, ``source`` (its parent's), ``hubexport`` and ``tensorflow``
+(the converter's), and ``parent_module`` (the module handle it was
+converted from), ``variant`` and ``quantization`` (deploy.yaml's),
+``input`` and ``output`` (``{"name", "shape", "dtype"}``), ``probe`` (its
+measured difference from the parent, as its card states it) and ``file``
+(the file or directory name). ``archive`` is what a client downloads: the
+``.tar.gz`` of a TF.js directory (``module_dir`` is that directory), or the
+``.tflite`` file itself (``module_dir`` null, ``files`` the one file).
+A variant is published whether or not its parent module is (a registry of
+TF.js models only is fine); its files must be those its stamp records.
+
 ``source`` is the checkpoint tarball the module was built from, as the
 build stamp records it (:func:`hubexport.build.build_record`): for a spec
 with a published checksum, ``checksum`` (and ``size``) as the spec pins them
@@ -50,10 +73,10 @@ the byte count of the tarball actually used, and ``"pinned": false``.
 Stamps written before hubexport knew unpinned sources have no ``pinned``;
 their sources were all pinned, and the entry says so.
 
-Archives hold only the paths a SavedModel may hold (FACTS.md) and are
-reproducible: members sorted by path, directories before their contents,
-mtime 0, mode 0644/0755, uid/gid 0, no owner names, ustar format (no pax
-headers), gzip level 6 with mtime 0 and no file name in the header. The one
+Archives hold only the paths a SavedModel may hold (FACTS.md), or a TF.js
+model's ``model.json`` and shards, and are reproducible: members sorted by
+path, directories before their contents, mtime 0, mode 0644/0755, uid/gid
+0, no owner names, ustar format (no pax headers), gzip level 6 with mtime 0 and no file name in the header. The one
 TensorFlow-written file that is never deterministic is ``fingerprint.pb``
 (TF2 SavedModels): its ``uuid`` field (7) is random on every save, so
 publishing clears that field, and only that field; the hashes it keeps
@@ -113,6 +136,15 @@ _ENTRY_KEYS = ("module_handle", "handle", "version", "format", "architecture", "
                "input_size", "image_size", "signatures", "archive", "size", "sha256",
                "module_dir", "module_size", "files", "doc", "doc_sha256", "source",
                "hubexport", "tensorflow")
+#: Index formats of modules, and of deployment variants (:mod:`hubexport.deploy`).
+MODULE_FORMATS = ("hub", "saved_model_2")
+VARIANT_FORMATS = ("tflite", "tfjs")
+_VARIANT_KEYS = ("module_handle", "handle", "version", "format", "parent_module", "variant",
+                 "quantization", "architecture", "kind", "image_size", "input", "output",
+                 "probe", "file", "archive", "size", "sha256", "module_dir", "module_size",
+                 "files", "doc", "doc_sha256", "source", "hubexport", "tensorflow")
+# The files of a TF.js graph model (tfjs-converter's write_weights.py names the shards).
+_TFJS_FILE = re.compile(r"model\.json|group\d+-shard\d+of\d+\.bin")
 # Field number of FingerprintDef.uuid (tensorflow/core/protobuf/fingerprint.proto).
 _FINGERPRINT_UUID_FIELD = 7
 
@@ -156,6 +188,32 @@ def docs_path(module_handle):
     """
     publisher, model, version = split_module_handle(module_handle)
     return "assets/docs/%s/models/%s/%s.md" % (publisher, model, version)
+
+
+def variant_layout(fmt):
+    """How a deployment variant of format ``fmt`` lies in a registry.
+
+    Args:
+      fmt: a name of :data:`VARIANT_FORMATS`.
+
+    Returns:
+      (download suffix str, is a directory bool): a directory variant (TF.js,
+      whose deploy.yaml suffix is empty) lies at ``HANDLE/VERSION/`` with its
+      reproducible archive ``HANDLE/VERSION.tar.gz``; a file variant
+      (TFLite) is the file ``HANDLE/VERSION<suffix>`` itself, e.g.
+      ``.tflite``.
+    """
+    from hubexport.deploy import variant_table
+
+    suffix = variant_table()[fmt]["suffix"]
+    return (suffix, False) if suffix else (".tar.gz", True)
+
+
+def _member_allowed(fmt):
+    """The rule (rel, is_dir) -> bool for the paths a module or variant of ``fmt`` holds."""
+    if fmt in VARIANT_FORMATS:
+        return lambda rel, is_dir: not is_dir and bool(_TFJS_FILE.fullmatch(rel))
+    return _allowed
 
 
 # --------------------------------------------------------------------------
@@ -335,11 +393,13 @@ def write_archive(module_dir, files, dirs, dest):
     return sink.sha256.hexdigest(), sink.size
 
 
-def archive_manifest(archive):
+def archive_manifest(archive, fmt="hub"):
     """Reads an archive as a stream and hashes its members.
 
     Args:
       archive: path of a ``.tar.gz``.
+      fmt: the index format of what it packs: a module's (SavedModel
+        paths) or ``"tfjs"`` (``model.json`` and weight shards).
 
     Returns:
       (files, dirs): dict rel path -> sha256 of the regular files, and the
@@ -347,17 +407,21 @@ def archive_manifest(archive):
 
     Raises:
       PublishError: not a readable gzipped tar, or a member that is not a
-        SavedModel path, not a regular file or directory, or listed twice.
+        SavedModel path (TF.js file), not a regular file or directory, or
+        listed twice.
     """
+    allowed = _member_allowed(fmt)
     files, dirs = {}, []
     try:
         with tarfile.open(archive, mode="r|gz") as tar:
             for info in tar:
                 name = info.name[2:] if info.name.startswith("./") else info.name
                 name = name.rstrip("/") if info.isdir() else name
-                if not (info.isfile() or info.isdir()) or not _allowed(name, info.isdir()):
-                    raise PublishError("%s: member %r is not a SavedModel path or not a plain "
-                                       "file/directory" % (archive, info.name))
+                if not (info.isfile() or info.isdir()) or not allowed(name, info.isdir()):
+                    raise PublishError("%s: member %r is not a %s path or not a plain "
+                                       "file/directory" % (archive, info.name,
+                                                           "TF.js" if fmt == "tfjs"
+                                                           else "SavedModel"))
                 if name in files or name in dirs:
                     raise PublishError("%s: member %r appears twice" % (archive, info.name))
                 if info.isdir():
@@ -469,12 +533,15 @@ def read_registry(registry, deep=True, jobs=None):
         checks.append((handle, root / entry["archive"], entry["sha256"], entry["size"]))
         if deep:
             checks.append((handle, root / entry["doc"], entry["doc_sha256"], None))
+            if entry["module_dir"] is None:  # a file variant: the archive is the file
+                continue
             module_dir = root / entry["module_dir"]
             if not module_dir.is_dir():
                 problems.append((handle, "%s: missing" % module_dir))
                 continue
             try:
-                files, _ = module_files(module_dir)
+                files = (variant_dir_files(module_dir) if entry["format"] in VARIANT_FORMATS
+                         else module_files(module_dir)[0])
             except PublishError as e:
                 problems.append((handle, str(e)))
                 continue
@@ -510,7 +577,11 @@ def _entry_problem(entry):
     """Returns why an index entry is malformed, or None."""
     if not isinstance(entry, dict):
         return "not an object"
-    missing = [k for k in _ENTRY_KEYS if k not in entry]
+    fmt = entry.get("format")
+    if fmt not in MODULE_FORMATS + VARIANT_FORMATS:
+        return "unknown format %r" % (fmt,)
+    variant = fmt in VARIANT_FORMATS
+    missing = [k for k in (_VARIANT_KEYS if variant else _ENTRY_KEYS) if k not in entry]
     if missing:
         return "missing fields: %s" % ", ".join(missing)
     try:
@@ -520,14 +591,27 @@ def _entry_problem(entry):
     handle = entry["module_handle"]
     expected = {"handle": handle.rsplit("/", 1)[0], "version": int(version),
                 "archive": archive_path(handle), "module_dir": handle, "doc": docs_path(handle)}
+    if variant:
+        suffix, is_dir = variant_layout(fmt)
+        expected.update(archive=handle + suffix, module_dir=handle if is_dir else None)
     for key, value in expected.items():
         if entry[key] != value:
             return "%s is %r, %s implies %r" % (key, entry[key], handle, value)
-    if entry["format"] not in ("hub", "saved_model_2"):
-        return "unknown format %r" % (entry["format"],)
     if not isinstance(entry["files"], dict):
         return "files is not an object"
-    if ("tfhub_module.pb" in entry["files"]) != (entry["format"] == "hub"):
+    if variant:
+        try:
+            split_module_handle(entry["parent_module"])
+        except ValueError as e:
+            return "parent_module: %s" % e
+        if is_dir:
+            allowed = lambda rel: bool(_TFJS_FILE.fullmatch(rel))  # noqa: E731
+        else:
+            allowed = lambda rel: rel == version + suffix  # noqa: E731
+        if not entry["files"] or not all(isinstance(rel, str) and allowed(rel)
+                                         for rel in entry["files"]):
+            return "files lists a path that is not a %s file" % fmt
+    elif ("tfhub_module.pb" in entry["files"]) != (fmt == "hub"):
         return "format %r disagrees with its files (tfhub_module.pb marks the TF1 Hub format)" % (
             entry["format"],)
     if not isinstance(entry["size"], int) or entry["size"] < 0:
@@ -536,9 +620,31 @@ def _entry_problem(entry):
     hashes += list(entry["files"].values())
     if not all(isinstance(h, str) and _SHA256.fullmatch(h) for h in hashes):
         return "a sha256 is not 64 lower-case hex digits"
-    if not all(isinstance(rel, str) and _allowed(rel, False) for rel in entry["files"]):
+    if not variant and not all(isinstance(rel, str) and _allowed(rel, False)
+                               for rel in entry["files"]):
         return "files lists a path that is not a SavedModel path"
     return None
+
+
+def variant_dir_files(variant_dir):
+    """Lists a TF.js variant's directory, refusing anything but its files.
+
+    Args:
+      variant_dir: the directory (``model.json`` and ``groupG-shardNofM.bin``).
+
+    Returns:
+      sorted list of file names.
+
+    Raises:
+      PublishError: a subdirectory, symlink, special file or other name.
+    """
+    names = []
+    for path in sorted(Path(variant_dir).iterdir()):
+        if path.is_symlink() or not path.is_file() or not _TFJS_FILE.fullmatch(path.name):
+            raise PublishError("%s: %r is not a file of a TF.js graph model (model.json, "
+                               "groupG-shardNofM.bin); remove it" % (variant_dir, path.name))
+        names.append(path.name)
+    return names
 
 
 # --------------------------------------------------------------------------
@@ -564,12 +670,14 @@ class PublishedModule:
 
     def to_json(self):
         """Returns {"module_handle", "status", "format", "archive", "size", "sha256",
-        "module_dir", "doc"} with absolute paths (JSON-ready)."""
+        "module_dir", "doc"} with absolute paths (JSON-ready; ``module_dir`` None
+        for a file variant, whose ``archive`` is the file)."""
         e = self.entry
         return {"module_handle": self.module_handle, "status": self.status,
                 "format": e["format"], "archive": str(self.registry / e["archive"]),
                 "size": e["size"], "sha256": e["sha256"],
-                "module_dir": str(self.registry / e["module_dir"]),
+                "module_dir": (str(self.registry / e["module_dir"]) if e["module_dir"]
+                               else None),
                 "doc": str(self.registry / e["doc"])}
 
 
@@ -595,6 +703,14 @@ class PublishResult:
 
 @dataclasses.dataclass
 class _Built:
+    """A built module or variant as publish stages it.
+
+    ``module_dir`` is the module's or TF.js variant's directory, or a file
+    variant's file; ``archive`` the registry-relative path of its download
+    (``.tar.gz`` packed from the directory, or the file itself); ``is_dir``
+    whether the registry holds a directory too.
+    """
+
     module_handle: str
     module_dir: Path
     card: Path
@@ -604,9 +720,12 @@ class _Built:
     manifest: dict
     module_size: int
     doc_sha256: str
+    format: str
+    archive: str
+    is_dir: bool
 
 
-def find_built_modules(output):
+def find_built_modules(output, required=True):
     """Finds the modules ``hubexport build`` wrote under ``output``.
 
     A module is ``OUT/<handle>/<version>/`` with its card ``<version>.md``
@@ -614,6 +733,8 @@ def find_built_modules(output):
 
     Args:
       output: the build output directory.
+      required: False to return an empty list rather than raise when there
+        is no module (an output of deployment variants only).
 
     Returns:
       list of (module_dir Path, card Path, build record dict), sorted by
@@ -621,7 +742,7 @@ def find_built_modules(output):
 
     Raises:
       UsageError: ``output`` is not a directory.
-      PublishError: no module, a module without card or stamp (an
+      PublishError: no module (``required``), a module without card or stamp (an
         interrupted build), or a stamp from a hubexport that did not record
         the build, or one that disagrees with its location.
     """
@@ -652,22 +773,106 @@ def find_built_modules(output):
                                "or rebuild" % (stamp, record.get("module_handle")
                                                if isinstance(record, dict) else None, rel))
         found.append((module_dir, card, record))
-    if not found:
+    if not found and required:
         raise PublishError("%s: no built modules (<handle>/<version>/saved_model.pb); run "
                            "hubexport build --output %s first" % (output, output))
+    return found
+
+
+def find_built_variants(output):
+    """Finds the deployment variants ``hubexport build --deploy`` wrote under ``output``.
+
+    A variant is ``OUT/<variant handle>`` plus its deploy.yaml suffix (a
+    ``.tflite`` file, or a TF.js directory), with its card ``<version>.md``
+    and its stamp ``.<version>.stamp`` holding the variant's record
+    (:func:`hubexport.deploy.variant_record`), written last.
+
+    Args:
+      output: the build output directory.
+
+    Returns:
+      list of (file or directory Path, card Path, record dict), sorted by
+      variant handle.
+
+    Raises:
+      PublishError: a stamp that cannot be read, disagrees with its
+        location, or was written by a hubexport that did not record what
+        publish needs; a variant whose file or card is missing.
+    """
+    output = Path(output)
+    found = []
+    for stamp in sorted(output.rglob(".*.stamp")):
+        rel_dir = stamp.parent.relative_to(output)
+        if any(p.startswith(".") for p in rel_dir.parts):
+            continue  # a build's temporary directory
+        try:
+            record = json.loads(stamp.read_text(encoding="utf-8")).get("variant")
+        except (OSError, ValueError, AttributeError):
+            raise PublishError("%s: unreadable stamp; rebuild with hubexport build --force"
+                               % stamp) from None
+        if record is None:
+            continue  # a module's stamp
+        version = stamp.name[1:-len(".stamp")]
+        rel = (rel_dir / version).as_posix()
+        if not isinstance(record, dict) or record.get("variant_handle") != rel:
+            raise PublishError("%s: the stamp says variant %r, but it lies at %s; move it back "
+                               "or rebuild" % (stamp, record.get("variant_handle")
+                                               if isinstance(record, dict) else None, rel))
+        if "architecture" not in record or "source" not in record:
+            raise PublishError("%s: written by an older hubexport; rebuild the variant with "
+                               "hubexport build --deploy %s --force" % (stamp, record.get("format")))
+        path, card = stamp.parent / str(record.get("file")), stamp.parent / (version + ".md")
+        if not path.exists() or not card.is_file():
+            raise PublishError("%s: no %s; the build of this variant did not finish; run "
+                               "hubexport build --deploy %s again"
+                               % (stamp.parent / version, "card" if path.exists() else path.name,
+                                  record.get("format")))
+        found.append((path, card, record))
     return found
 
 
 def _scan(module_dir, card, record):
     files, dirs = module_files(module_dir)
     manifest, size = _content(module_dir, files)
-    return _Built(record["module_handle"], module_dir, card, record, files, dirs, manifest,
-                  size, sha256_file(card)[0])
+    handle = record["module_handle"]
+    return _Built(handle, module_dir, card, record, files, dirs, manifest, size,
+                  sha256_file(card)[0], record["format"], archive_path(handle), True)
+
+
+def _scan_variant(path, card, record):
+    from hubexport.deploy import variant_files
+
+    files = variant_files(path)
+    if files != record.get("files"):
+        raise PublishError("%s changed since it was built (its files differ from what its stamp "
+                           "records); rebuild it with hubexport build --deploy %s --force"
+                           % (path, record["format"]))
+    if path.is_dir():
+        variant_dir_files(path)  # nothing but TF.js files
+    handle = record["variant_handle"]
+    suffix, is_dir = variant_layout(record["format"])
+    return _Built(handle, path, card, record, sorted(files), [], dict(files),
+                  int(record["size"]), sha256_file(card)[0], record["format"],
+                  handle + suffix, is_dir)
 
 
 def _entry(built, sha256, size):
     r = built.record
     handle = built.module_handle
+    if built.format in VARIANT_FORMATS:
+        return {
+            "module_handle": handle, "handle": r["handle"], "version": r["version"],
+            "format": r["format"], "parent_module": r["parent_module"],
+            "variant": r["variant"], "quantization": r["quantization"],
+            "architecture": r["architecture"], "kind": r["kind"],
+            "image_size": r["image_size"], "input": r["input"], "output": r["output"],
+            "probe": r["probe"], "file": r["file"], "archive": built.archive, "size": size,
+            "sha256": sha256, "module_dir": handle if built.is_dir else None,
+            "module_size": built.module_size, "files": built.manifest,
+            "doc": docs_path(handle), "doc_sha256": built.doc_sha256,
+            "source": _source(r["source"]), "hubexport": __version__,
+            "tensorflow": r.get("tensorflow"),
+        }
     return {
         "module_handle": handle, "handle": r["handle"], "version": r["version"],
         "format": r["format"], "architecture": r["architecture"], "kind": r["kind"],
@@ -692,7 +897,7 @@ def _source(source):
 
 def _same_content(built, entry):
     return (entry["files"] == built.manifest and entry["doc_sha256"] == built.doc_sha256
-            and entry["format"] == built.record["format"])
+            and entry["format"] == built.format)
 
 
 def _differences(built, entry):
@@ -700,13 +905,13 @@ def _differences(built, entry):
     diff = [n for n in names if built.manifest.get(n) != entry["files"].get(n)]
     if entry["doc_sha256"] != built.doc_sha256:
         diff.append("the card")
-    if entry["format"] != built.record["format"]:
+    if entry["format"] != built.format:
         diff.append("the format")
     return ", ".join(diff) or "its content"
 
 
 def publish(output, registry, force=False, jobs=None):
-    """Publishes every module ``hubexport build`` wrote under ``output``.
+    """Publishes every module and deployment variant ``hubexport build`` wrote under ``output``.
 
     Args:
       output: the build output directory (``hubexport build --output``).
@@ -721,13 +926,17 @@ def publish(output, registry, force=False, jobs=None):
 
     Raises:
       UsageError: ``output`` is not a directory.
-      PublishError: a built module is incomplete or holds a non-SavedModel
-        path; the registry is damaged (see :func:`read_registry`); or a
-        version is published with other content and ``force`` is False.
-        Nothing is written in these cases.
+      PublishError: a built module or variant is incomplete or holds a
+        path it may not hold (or a variant's files changed since its stamp);
+        neither modules nor variants are found; the registry is damaged
+        (see :func:`read_registry`); or a version is published with other
+        content and ``force`` is False. Nothing is written in these cases.
     """
     jobs = jobs or os.cpu_count() or 1
-    found = find_built_modules(output)
+    found = find_built_modules(output, required=False)
+    variants = find_built_variants(output)
+    if not found and not variants:
+        find_built_modules(output)  # raises: nothing was built there
     root = Path(registry).absolute()
     if root.exists() and not root.is_dir():
         raise UsageError("--registry %s is not a directory" % root)
@@ -739,6 +948,7 @@ def publish(output, registry, force=False, jobs=None):
                                "into an empty or new directory)" % (root, INDEX))
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             built = list(pool.map(lambda args: _scan(*args), found))
+            built += list(pool.map(lambda args: _scan_variant(*args), variants))
         publishing = {b.module_handle for b in built}
         damaged = {}
         for handle, problem in current.problems:
@@ -777,7 +987,7 @@ def publish(output, registry, force=False, jobs=None):
                 entries[b.module_handle] = staged[b.module_handle]
         finally:
             for b in todo:
-                _remove_staged(b.module_handle, root)
+                _remove_staged(b, root)
         for b, status in plan:
             entry = entries[b.module_handle]
             results.append(PublishedModule(b.module_handle, status, entry, root))
@@ -796,22 +1006,25 @@ def pool_map(jobs, fn, items):
         return list(pool.map(fn, items))
 
 
-def _staging(module_handle, root):
-    """Temporary names of a module's directory, archive and card while publishing."""
+def _staging(built, root):
+    """Temporary and final names of a module's (or variant's) directory, archive and card."""
+    module_handle = built.module_handle
     handle, version = module_handle.rsplit("/", 1)
     parent = root / handle
     tag = "tmp-%d" % os.getpid()
     doc = root / docs_path(module_handle)
-    return {"module": (parent / (".%s.%s" % (version, tag)), root / module_handle),
-            "archive": (parent / (".%s.tar.gz.%s" % (version, tag)),
-                        root / archive_path(module_handle)),
-            "doc": (doc.parent / (".%s.%s" % (doc.name, tag)), doc)}
+    archive = root / built.archive
+    paths = {"module": (parent / (".%s.%s" % (version, tag)), root / module_handle)}
+    if not built.is_dir:  # a file variant: the file is its download
+        paths = {}
+    paths.update(archive=(parent / (".%s.%s" % (archive.name, tag)), archive),
+                 doc=(doc.parent / (".%s.%s" % (doc.name, tag)), doc))
+    return paths
 
 
 def _stage(built, root):
     """Writes the module copy, archive and card under temporary names; returns the entry."""
-    paths = _staging(built.module_handle, root)
-    tmp_module, _ = paths["module"]
+    paths = _staging(built, root)
     tmp_archive, _ = paths["archive"]
     tmp_doc, _ = paths["doc"]
     for tmp, final in paths.values():
@@ -820,16 +1033,22 @@ def _stage(built, root):
             if ".tmp-" in leftover.name or ".old-" in leftover.name:
                 _remove(leftover)
     try:
-        tmp_module.mkdir()
-        for rel in built.dirs:
-            (tmp_module / rel).mkdir(parents=True, exist_ok=True)
-        copied = {rel: _copy_normalized(built.module_dir / rel, tmp_module / rel, rel)
-                  for rel in built.files}
+        if built.is_dir:
+            tmp_module, _ = paths["module"]
+            tmp_module.mkdir()
+            for rel in built.dirs:
+                (tmp_module / rel).mkdir(parents=True, exist_ok=True)
+            copied = {rel: _copy_normalized(built.module_dir / rel, tmp_module / rel, rel)
+                      for rel in built.files}
+        else:
+            (name,) = built.files
+            copied = {name: _copy_normalized(built.module_dir, tmp_archive, name)}
         if copied != built.manifest:
             raise PublishError("%s changed while it was being published; publish again"
                                % built.module_dir)
         try:
-            sha256, size = write_archive(tmp_module, built.files, built.dirs, tmp_archive)
+            sha256, size = (write_archive(tmp_module, built.files, built.dirs, tmp_archive)
+                            if built.is_dir else (copied[name], tmp_archive.stat().st_size))
         except ValueError as e:  # tarfile: a name too long for the ustar format
             raise PublishError("%s: cannot archive it (%s)" % (built.module_dir, e)) from None
         shutil.copyfile(built.card, tmp_doc)
@@ -859,7 +1078,7 @@ def _copy_normalized(src, dst, rel):
 def _install(built, root):
     """Renames a staged module, archive and card into place (old versions aside first)."""
     try:
-        for tmp, final in _staging(built.module_handle, root).values():
+        for tmp, final in _staging(built, root).values():
             old = final.with_name(".%s.old-%d" % (final.name, os.getpid()))
             if final.exists() or final.is_symlink():
                 os.replace(final, old)
@@ -870,8 +1089,8 @@ def _install(built, root):
                            % (built.module_handle, root, e)) from None
 
 
-def _remove_staged(module_handle, root):
-    for tmp, _ in _staging(module_handle, root).values():
+def _remove_staged(built, root):
+    for tmp, _ in _staging(built, root).values():
         _remove(tmp)
 
 

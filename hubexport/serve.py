@@ -20,6 +20,22 @@ regular files and directories are accepted) into
   ``GET /index.json``                                   the index being served;
   ``GET /``                                             a plain-text listing.
 
+A deployment variant (``hubexport build --deploy``; index format ``tfjs`` or
+``tflite``) is served at its own handle as tfhub.dev served them (see
+:data:`VARIANT_QUERIES`):
+
+  ``GET /<variant handle>/model.json?tfjs-format=file`` a TF.js model's files, as
+  ``GET /<variant handle>/group1-shard1of2.bin?tfjs-format=file``   ``loadGraphModel``
+      asks for them with ``fromTFHub: true`` (the query may be left out);
+  ``GET /<variant handle>?tfjs-format=compressed``      its ``.tar.gz``;
+  ``GET /<variant handle>?lite-format=tflite``          a ``.tflite`` file (also
+      ``GET /<variant handle>.tflite``);
+  ``GET /<variant handle>``                             its card.
+
+A variant's responses carry ``Access-Control-Allow-Origin: *``, so that
+TF.js in a web page may load it from another origin. Each file is checked
+against the sha256 index.json lists before it is sent.
+
 ``tf-hub-format=uncompressed`` (``TFHUB_MODEL_LOAD_FORMAT=UNCOMPRESSED``)
 needs a ``gs://`` location and gets 400 with a plain message; anything else
 gets 404 with a plain message. Only the files index.json lists are ever
@@ -57,19 +73,31 @@ log = logging.getLogger(__name__)
 #: The query tensorflow_hub's compressed-module resolver appends.
 FORMAT_PARAM = "tf-hub-format"
 COMPRESSED = "compressed"
+#: tfhub.dev's queries for a deployment variant's download, by index format:
+#: TF.js's ``loadGraphModel(URL, {fromTFHub: true})`` asks for
+#: ``URL/model.json?tfjs-format=file`` and each weight shard with the same
+#: query (tfjs-converter ``src/executor/graph_model.ts``, tfjs-core
+#: ``src/io/http.ts``); ``?tfjs-format=compressed`` is the whole model as a
+#: ``.tar.gz``, ``?lite-format=tflite`` a ``.tflite`` file.
+VARIANT_QUERIES = {"tfjs": ("tfjs-format", "compressed", "file"),
+                   "tflite": ("lite-format", "tflite", None)}
 _CHUNK = 1 << 20
+_CONTENT_TYPES = {".json": "application/json", ".gz": "application/gzip"}
 
 
 class _Routes:
-    """URL path -> (kind, module_handle) table built from an index."""
+    """URL path -> (kind, module_handle, file name or None) table built from an index."""
 
     def __init__(self, registry):
         self.entries = registry.entries
         self.table = {}
         for handle, entry in registry.entries.items():
-            self.table["/" + handle] = ("module", handle)
-            self.table["/" + entry["archive"]] = ("archive", handle)
-            self.table["/" + entry["doc"]] = ("doc", handle)
+            self.table["/" + handle] = ("module", handle, None)
+            self.table["/" + entry["archive"]] = ("archive", handle, None)
+            self.table["/" + entry["doc"]] = ("doc", handle, None)
+            if entry["format"] in VARIANT_QUERIES and entry["module_dir"]:
+                for rel in entry["files"]:  # a TF.js model's model.json and shards
+                    self.table["/%s/%s" % (entry["module_dir"], rel)] = ("file", handle, rel)
 
 
 class RegistryServer(http.server.ThreadingHTTPServer):
@@ -225,11 +253,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._text(503, "503 Service Unavailable: index.json is being "
                                   "replaced; try again\n", head)
             return self._bytes(routes.index_bytes, "application/json", head)
-        kind, handle = routes.table.get(path, (None, None))
+        kind, handle, rel = routes.table.get(path, (None, None, None))
         if kind is None:
             return self._text(404, "404 Not Found: no module or file %s in this registry "
                               "(GET / lists the modules)\n" % path, head)
         entry = routes.entries[handle]
+        if entry["format"] in VARIANT_QUERIES:
+            return self._variant(kind, entry, rel, query, head)
         formats = query.get(FORMAT_PARAM, [])
         if kind == "module" and formats:
             if formats != [COMPRESSED]:
@@ -243,6 +273,35 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self._file(self.server.registry / entry["doc"],
                           "text/markdown; charset=utf-8", head, entry["doc_sha256"])
 
+    def _variant(self, kind, entry, rel, query, head):
+        """Answers a deployment variant's paths (see :data:`VARIANT_QUERIES`)."""
+        param, download, per_file = VARIANT_QUERIES[entry["format"]]
+        values = query.get(param, [])
+        if set(query) - {param} or len(values) > 1:
+            return self._text(400, "400 Bad Request: %s takes only the query %s=%s%s\n"
+                              % (entry["module_handle"], param, download,
+                                 " (or %s=%s for its files)" % (param, per_file) if per_file else ""),
+                              head)
+        value = values[0] if values else None
+        if kind == "file":
+            if value not in (None, per_file):
+                return self._text(400, "400 Bad Request: %s of %s takes %s=%s\n"
+                                  % (rel, entry["module_handle"], param, per_file), head)
+            return self._file(self.server.registry / entry["module_dir"] / rel,
+                              _content_type(rel), head, entry["files"][rel], cors=True)
+        if kind == "module" and value is not None:
+            if value != download:
+                return self._text(400, "400 Bad Request: %s is served with %s=%s%s\n"
+                                  % (entry["module_handle"], param, download,
+                                     "; its files as %s/model.json?%s=%s"
+                                     % (entry["module_handle"], param, per_file)
+                                     if per_file else ""), head)
+            kind = "archive"
+        if kind == "archive":
+            return self._archive(entry, head)
+        return self._file(self.server.registry / entry["doc"],
+                          "text/markdown; charset=utf-8", head, entry["doc_sha256"])
+
     def _archive(self, entry, head):
         path = self.server.registry / entry["archive"]
         f, size = self.server.checked_archive(path, entry["sha256"])
@@ -250,16 +309,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._text(500, "500 Internal Server Error: %s\n" % size, head)
         with f:
             self.send_response(200)
-            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Type", _content_type(path.name))
             self.send_header("Content-Length", str(size))
             self.send_header("ETag", '"%s"' % entry["sha256"])
             self.send_header("Content-Disposition",
                              'attachment; filename="%s"' % path.name)
+            if entry["format"] in VARIANT_QUERIES:
+                self.send_header("Access-Control-Allow-Origin", "*")
             self.end_headers()
             if not head:
                 self._copy(f, size)
 
-    def _file(self, path, content_type, head, sha256=None):
+    def _file(self, path, content_type, head, sha256=None, cors=False):
         real = self.server.resolve_inside(path)
         if real is None:
             return self._text(500, "500 Internal Server Error: %s leads outside the "
@@ -273,12 +334,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._text(500, "500 Internal Server Error: %s changed on disk and no "
                               "longer matches index.json; run hubexport verify\n"
                               % path.name, head)
-        self._bytes(data, content_type, head)
+        self._bytes(data, content_type, head, cors=cors)
 
-    def _bytes(self, data, content_type, head):
+    def _bytes(self, data, content_type, head, cors=False):
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if cors:  # TF.js in a browser page from another origin may fetch it
+            self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()
         if not head:
             self.wfile.write(data)
@@ -311,6 +374,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+
+
+def _content_type(name):
+    """The Content-Type of a served file by its name (``application/octet-stream`` by default)."""
+    return _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 
 def make_server(registry, host="127.0.0.1", port=8000):

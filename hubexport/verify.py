@@ -55,8 +55,9 @@ Deployment variants (``build --deploy tflite|tfjs``): a ``.tflite`` file at
 mobilenet_v1_025_128/classification/5/default/1.tflite``), a TF.js graph
 model directory at ``.../<variant handle>/`` (``OUT/google/tfjs-model/...
 /3/default/1/``, with ``model.json``), and every variant found in a build
-output, get the checks ``file`` (its files' sha256 are what its stamp
-records; a .tflite must be a TFLite flat buffer), ``tflite`` (one float32
+output, get the checks ``file`` (its files' sha256 are what its stamp, or
+in a registry its index entry, records; a .tflite must be a TFLite flat
+buffer), ``tflite`` (one float32
 input [1, S, S, 3] and one float32 output [1, N], signature
 ``serving_default``, in TFLite's interpreter) or ``graph_model`` (the
 manifest's weights fill the shards exactly, only ops TF.js 4.22 implements,
@@ -65,8 +66,16 @@ one float32 input [-1, S, S, 3] (-1 for any size) and output [-1, N]),
 it in the build output, the difference from the parent on the card's probe
 images is at most 1.5 times (plus 1e-5) what the card states) and ``card``
 (its first line names the variant, its metadata are what
-:func:`hubexport.cards.render_variant_card` writes). Registries and served
-URLs do not hold variants yet.
+:func:`hubexport.cards.render_variant_card` writes). In a registry a
+variant's checks start with ``index`` (its entry agrees with the spec:
+format, parent module, variant, quantization) and, for a TF.js directory,
+``archive`` (its ``.tar.gz`` holds the files the index lists); the parent
+module, if the registry holds it, is what ``inference`` compares with. A
+served variant (``http://HOST:PORT/<variant handle>``, or each one a served
+registry lists) is downloaded as its runtime downloads it (``model.json``
+and its shards with ``?tfjs-format=file``, or ``?lite-format=tflite``;
+``download``), then checked as a file or directory against its served
+index entry, without a parent to compare with.
 
 Archives add ``archive`` (members are SavedModel paths; for registries they
 hash to what the index lists). TensorFlow is imported only when a module
@@ -308,11 +317,9 @@ def _variants(targets):
 
 def _stamp_source(module_dir):
     """The ``source`` the build stamp beside a module directory records, or None."""
-    stamp = module_dir.parent / (".%s.stamp" % module_dir.name)
-    try:
-        return json.loads(stamp.read_text(encoding="utf-8"))["module"]["source"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from hubexport.deploy import module_source
+
+    return module_source(module_dir)
 
 
 def _registry_source(module_path, target):
@@ -430,7 +437,15 @@ class _Checker:
         reg = registry_io.read_registry(root, deep=True)
         problems = [message for _, message in reg.problems]
         modules = []
+        variants = _variants(self.targets)
         for module_handle, entry in sorted(reg.entries.items()):
+            if entry["format"] in registry_io.VARIANT_FORMATS:
+                if module_handle not in variants:
+                    problems.append("%s: no spec defines the variant %s (pass --specs)"
+                                    % (root, module_handle))
+                else:
+                    modules.append(self._registry_variant(root, entry, variants[module_handle]))
+                continue
             target = self.targets.get(module_handle)
             source = str(root / entry["module_dir"])
             if target is None:
@@ -458,6 +473,76 @@ class _Checker:
         if not reg.entries and not problems:
             problems.append("%s: the registry lists no modules" % root)
         return Report(str(root), "registry", modules, problems)
+
+    def _registry_variant(self, root, entry, target):
+        """The checks of a variant a registry holds: its index entry, archive, then :meth:`variant`."""
+        checks = [_variant_index_check(entry, target)]
+        if entry["module_dir"] is not None:  # a directory variant and its .tar.gz
+            archive = root / entry["archive"]
+            try:
+                files, _ = registry_io.archive_manifest(archive, entry["format"])
+                checks.append(Check("archive", files == entry["files"], (
+                    "%d files, as index.json lists them" % len(files)) if files == entry["files"]
+                    else "%s holds other files than index.json lists: %s"
+                    % (archive, _dict_diff(files, entry["files"]))))
+            except PublishError as e:
+                checks.append(Check("archive", False, str(e)))
+        path = root / (entry["module_dir"] or entry["archive"])
+        report = self.variant(path, target, output=root, record=_entry_record(entry),
+                              card_path=root / entry["doc"])
+        report.checks[:0] = checks
+        return report
+
+    def _variant_url(self, url, entry, target):
+        """Downloads a served variant as its runtime would, then checks it (:meth:`variant`)."""
+        from hubexport.serve import VARIANT_QUERIES
+
+        param, download, per_file = VARIANT_QUERIES[target.format]
+        version = str(target.version)
+        with tempfile.TemporaryDirectory(prefix="hubexport-verify-") as tmp:
+            path = Path(tmp, version + _variant_suffix(target.format))
+            if per_file is None:
+                names, fetch = [path.name], {path.name: (url, {param: download})}
+            else:  # TF.js: model.json, then the shards its manifest names
+                path.mkdir()
+                names, fetch = ["model.json"], {"model.json": (url + "/model.json",
+                                                               {param: per_file})}
+            got, failed = 0, None
+            while names and failed is None:
+                name = names.pop(0)
+                where, params = fetch[name]
+                response = _http_get(where, params=params)
+                if response.status_code != 200:
+                    failed = "HTTP %d for %s?%s=%s" % (response.status_code, where, param,
+                                                       params[param])
+                    break
+                dest = path / name if per_file else path
+                dest.write_bytes(response.content)
+                got += len(response.content)
+                if name == "model.json":
+                    try:
+                        shards = [s for g in json.loads(response.content)["weightsManifest"]
+                                  for s in g["paths"]]
+                    except (ValueError, KeyError, TypeError):
+                        shards = []
+                    names += shards
+                    fetch.update((s, (url + "/" + s, {param: per_file})) for s in shards)
+            if failed is not None:
+                return ModuleReport(target.variant_handle, url,
+                                    [Check("download", False, failed)])
+            download_check = Check("download", True, "%d bytes in %d files, as %s fetches them"
+                                   % (got, len(fetch), "tf.loadGraphModel(URL, {fromTFHub: "
+                                      "true})" if per_file else "?%s=%s" % (param, download)))
+            card = Path(tmp, version + ".md")
+            card_response = _http_get(url)
+            if card_response.status_code == 200:
+                card.write_bytes(card_response.content)
+            report = self.variant(path, target, output=Path(tmp),
+                                  record=_entry_record(entry) if entry else None,
+                                  card_path=card)
+        report.checks.insert(0, download_check)
+        report.source = url
+        return report
 
     def archive_file(self, path, handle, card=None, card_where=None, source=None,
                      record=None):
@@ -504,7 +589,13 @@ class _Checker:
             if data.get("digest") != registry_io.index_digest(entries):
                 problems.append("%s/%s: its digest does not match its modules; the index was "
                                 "edited or damaged" % (base, registry_io.INDEX))
+            variants = _variants(self.targets)
             for module_handle in handles:
+                if module_handle in variants:
+                    entry = next(e for e in entries if e["module_handle"] == module_handle)
+                    modules.append(self._variant_url(base + "/" + module_handle, entry,
+                                                     variants[module_handle]))
+                    continue
                 if module_handle not in self.targets:
                     problems.append("%s: no spec defines %s" % (url, module_handle))
                     continue
@@ -515,6 +606,11 @@ class _Checker:
                 problems.append("%s lists no modules" % url)
             return Report(url, "registry-url", modules, problems)
         module_handle = handle or path.lstrip("/")
+        variants = _variants(self.targets)
+        if module_handle in variants:
+            return Report(url, "url", [self._variant_url(base + "/" + module_handle,
+                                                         _served_entry(base, module_handle),
+                                                         variants[module_handle])], [])
         if module_handle not in self.targets:
             raise UsageError("%s: the URL path is not /<handle>/<version> of a module the specs "
                              "define; pass --handle or --specs" % url)
@@ -704,14 +800,18 @@ class _Checker:
                              % (tags, size[0], size[1], want[0], want[1]))
         return Check("image_module_info", True, "default image size %dx%d" % tuple(want))
 
-    def variant(self, path, target, output=None):
+    def variant(self, path, target, output=None, record=None, card_path=None):
         """The checks of one deployment variant: a ``.tflite`` file or a TF.js directory.
 
         Args:
           path: the variant's file or directory.
           target: its :class:`hubexport.deploy.DeployTarget`.
-          output: the build output it lies in (for the parent module), or
-            None to look for it where the variant handle says.
+          output: the build output or registry it lies in (for the parent
+            module), or None to look for it where the variant handle says.
+          record: what records the variant (its index entry, as
+            :func:`_entry_record` makes it a stamp's record), or None to read
+            the stamp beside it.
+          card_path: its card, or None for ``<version>.md`` beside it.
         """
         from hubexport.deploy import PROBE_IMAGES, converter, probe_images, variant_files
         from hubexport.tfimport import import_tensorflow
@@ -721,12 +821,14 @@ class _Checker:
         report = ModuleReport(target.variant_handle, str(path), [])
         checks = report.checks
         version = str(target.version)
-        card_path, stamp_path = (path.parent / (version + ".md"),
-                                 path.parent / ("." + version + ".stamp"))
-        try:
-            record = json.loads(stamp_path.read_text(encoding="utf-8"))["variant"]
-        except (OSError, ValueError, KeyError, TypeError):
-            record = None
+        if card_path is None:
+            card_path = path.parent / (version + ".md")
+        if record is None:
+            try:
+                record = json.loads((path.parent / ("." + version + ".stamp")).read_text(
+                    encoding="utf-8"))["variant"]
+            except (OSError, ValueError, KeyError, TypeError):
+                record = None
         if target.format == "tflite":
             with open(path, "rb") as f:
                 if f.read(8)[4:8] != b"TFL3":
@@ -738,11 +840,12 @@ class _Checker:
             checks.append(Check("file", True, "%d files (no stamp beside it to compare with)"
                                 % len(files)))
         elif files != record.get("files"):
-            checks.append(Check("file", False, "its files differ from what its stamp records: "
-                                "%s" % _dict_diff(files, record.get("files") or {})))
+            checks.append(Check("file", False, "its files differ from what its %s records: "
+                                "%s" % (record.get("recorded_by", "stamp"),
+                                        _dict_diff(files, record.get("files") or {}))))
         else:
-            checks.append(Check("file", True, "%d files, sha256 as its stamp records"
-                                % len(files)))
+            checks.append(Check("file", True, "%d files, sha256 as its %s records"
+                                % (len(files), record.get("recorded_by", "stamp"))))
         import_tensorflow()
         spec, parent = target.parent.spec, target.parent
         runtime = (self._tflite_check if target.format == "tflite" else self._tfjs_check)
@@ -755,9 +858,11 @@ class _Checker:
         elif not np.isfinite(out).all():
             checks.append(Check("inference", False, "non-finite outputs on one image"))
         else:
-            root = Path(output) if output is not None else path.resolve().parents[
-                len(target.handle.split("/"))]
-            module_dir = root / parent.rel_path
+            levels = len(target.handle.split("/"))
+            ancestors = path.resolve().parents
+            root = (Path(output) if output is not None else
+                    ancestors[levels] if len(ancestors) > levels else None)
+            module_dir = root / parent.rel_path if root is not None else Path("/nonexistent")
             stated = (record or {}).get("probe", {}).get("max_rel_diff")
             if module_dir.is_dir() and isinstance(stated, float):
                 diff = converter(target.format).measure(
@@ -978,6 +1083,33 @@ def _card_check(target, card, card_where):
                  % (card_where, len(want)))
 
 
+def _entry_record(entry):
+    """A variant's index entry as the record :meth:`_Checker.variant` reads (a stamp's)."""
+    return dict(entry, size=entry.get("module_size"), recorded_by="index entry")
+
+
+def _variant_suffix(fmt):
+    """A variant's file suffix in the build output (``.tflite``; ``""`` for a directory)."""
+    from hubexport.deploy import variant_table
+
+    return variant_table()[fmt]["suffix"]
+
+
+def _variant_index_check(entry, target):
+    """The ``index`` check of a variant's entry against its spec's :class:`DeployTarget`."""
+    parent = target.parent
+    want = {"format": target.format, "parent_module": parent.module_handle,
+            "variant": target.variant, "quantization": target.quantization,
+            "architecture": parent.spec.architecture, "kind": parent.kind,
+            "image_size": parent.spec.image_size}
+    diffs = ["%s is %r, the spec says %r" % (k, entry.get(k), v)
+             for k, v in want.items() if entry.get(k) != v]
+    if diffs:
+        return Check("index", False, "; ".join(diffs))
+    return Check("index", True, "entry agrees with the spec; %s %d bytes, sha256 %s"
+                 % (entry["archive"].rsplit("/", 1)[-1], entry["size"], entry["sha256"]))
+
+
 def _index_check(entry, target):
     want = {"format": target.version.format, "signatures": list(target.version.signatures),
             "architecture": target.spec.architecture, "kind": target.kind,
@@ -1088,13 +1220,22 @@ def _first_line(error):
 
 def _served_source(base, module_handle):
     """The ``source`` of a module in the index a server serves at ``/index.json``, or None."""
+    entry = _served_entry(base, module_handle)
+    return entry.get("source") if entry else None
+
+
+def _served_entry(base, module_handle):
+    """The entry of a module or variant in the index served at ``/index.json``, or None."""
     try:
         response = _http_get(base + "/" + registry_io.INDEX)
         if response.status_code != 200:
             return None
-        return _index_source(json.loads(response.content).get("modules"), module_handle)
-    except (FetchError, ValueError, AttributeError):
+        for entry in json.loads(response.content).get("modules"):
+            if isinstance(entry, dict) and entry.get("module_handle") == module_handle:
+                return entry
+    except (FetchError, ValueError, AttributeError, TypeError):
         return None
+    return None
 
 
 def _http_get(url, params=None, stream=False):

@@ -5,6 +5,7 @@ registry models of the family published once by the real CLI, and a
 registry server in a thread.
 """
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -103,6 +104,40 @@ def replace_file(path, data):
 
 def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def cli_server(registry):
+    """``hubexport serve REGISTRY --port 0`` in its own process; yields its base URL.
+
+    Stopped with SIGTERM (its clean shutdown) when the block ends.
+    """
+    import signal
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    server = subprocess.Popen([sys.executable, "-m", "hubexport.cli", "serve", str(registry),
+                               "--port", "0", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = server.stdout.readline()
+        assert line, server.stderr.read()[-3000:]
+        yield json.loads(line)["url"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+
+
+def published_variants(output, prefix, registry):
+    """Publishes the variants under ``output/google/PREFIX`` (only those) into ``registry``.
+
+    The variants are hard-linked into an output of their own, so that their
+    parent modules are not packed again; returns the ``publish --json`` result.
+    """
+    only = Path(str(registry) + "-output")
+    link_copy(Path(output) / "google" / prefix, only / "google" / prefix)
+    proc = run_cli("publish", only, "--registry", registry, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 class Served:

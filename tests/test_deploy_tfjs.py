@@ -13,7 +13,10 @@ TensorFlow.js 4.22.0 in Node.js (tests/tfjs/run_graph_model.mjs; npm ci
 from tests/tfjs/package-lock.json, `make install-tfjs`) on the wasm backend
 (its binary ships in the npm package), and the float32 variants of the
 smaller nets on the cpu backend too (plain JavaScript: about 0.2 GFLOP/s
-here, a minute per Inception-ResNet-V2 image). The
+here, a minute per Inception-ResNet-V2 image). The variants are served as
+users get them: ``hubexport publish`` puts them into a registry of their
+own and ``hubexport serve`` (its own process, on 127.0.0.1) answers those
+requests. The
 reference is ``hub.load`` of the parent module in TensorFlow 2.21 (an
 implementation we did not write) on the same structured images: float32 to
 1e-4 relative, the quantized variants to the figure their card states
@@ -21,16 +24,18 @@ implementation we did not write) on the same structured images: float32 to
 nearer its own module output than the other images'.
 """
 
+import hashlib
 import json
 import shutil
 import subprocess
+import tarfile
 
 import numpy as np
 import pytest
 
 from family_support import SPECS
 from reference_support import REPO, max_rel, structured_images
-from registry_support import run_cli, small_output
+from registry_support import cli_server, published_variants, run_cli, small_output
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +53,8 @@ VARIANTS = ("default", "float16", "uint8")
 VARIANT_CASES = [c + (v,) for c in CASES for v in VARIANTS]
 CPU_CASES = [c for c in CASES if c[0].startswith("mobilenet")
              or c == ("inception_v2", "classification", 3)]
+# The variant the registry checks publish twice and verify in full (a small net).
+SMALL_CASE = next((c for c in CASES if c[0].startswith("mobilenet")), CASES[0])
 FLOAT32_TOLERANCE = 1e-4
 N_IMAGES = 2
 
@@ -83,7 +90,7 @@ def deployed(family, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def node_run(deployed, http_server_module, tmp_path_factory):
+def node_run(deployed, served, tmp_path_factory):
     """run(model, kind, version, variant, backend) -> (outputs array, report dict), by Node.js."""
     node = shutil.which("node")
     assert node, "node not found (Node.js 20 runs the TF.js checks)"
@@ -97,8 +104,7 @@ def node_run(deployed, http_server_module, tmp_path_factory):
         images_file = work / "images.f32"
         images.astype("<f4").tofile(images_file)
         out = work / "out.json"
-        url = "%s/%s" % (http_server_module.base_url.rstrip("/"),
-                         variant_handle(model, kind, version, variant))
+        url = "%s/%s" % (served["url"], variant_handle(model, kind, version, variant))
         proc = subprocess.run([node, str(TFJS_DIR / "run_graph_model.mjs"), url,
                                str(images_file), str(len(images)), str(images.shape[1]),
                                str(images.shape[2]), str(out), backend, "1"],
@@ -111,19 +117,19 @@ def node_run(deployed, http_server_module, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def http_server_module(deployed):
-    """The deploy output served on 127.0.0.1 (query strings such as ?tfjs-format=file ignored)."""
-    import os
+def served(deployed, tmp_path_factory):
+    """The TF.js variants published into a registry of their own, served by ``hubexport serve``.
 
-    from httpserver import HTTPTestServer
+    Yields {"url": base URL, "registry": Path, "published": publish --json}.
+    """
+    import os
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         os.environ.pop(var, None)
-    server = HTTPTestServer(directory=str(deployed[0])).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    registry = tmp_path_factory.mktemp("tfjs-registry") / "registry"
+    published = published_variants(deployed[0], "tfjs-model", registry)
+    with cli_server(registry) as url:
+        yield {"url": url, "registry": registry, "published": published}
 
 
 def _stamp(output, model, kind, version, variant):
@@ -236,3 +242,120 @@ def test_verify_passes_the_variants_and_names_a_damaged_shard(deployed, family, 
     (m,) = verify(copy / handle, specs_dir=family.specs_dir).modules
     assert m.failures[0].startswith("file: its files differ from what its stamp records")
     assert "the shards end before weight" in m.failures[1] or "shards hold" in m.failures[1]
+
+
+def test_publish_indexes_each_variant_with_its_parent_sizes_and_sha256(deployed, served):
+    output, _, _ = deployed
+    registry = served["registry"]
+    index = json.loads((registry / "index.json").read_text())
+    entries = {e["module_handle"]: e for e in index["modules"]}
+    assert sorted(entries) == sorted(variant_handle(*c) for c in VARIANT_CASES)
+    assert {m["status"] for m in served["published"]["modules"]} == {"published"}
+    for model, kind, version, variant in VARIANT_CASES:
+        handle = variant_handle(model, kind, version, variant)
+        e, record = entries[handle], _stamp(output, model, kind, version, variant)
+        assert (e["format"], e["parent_module"], e["variant"], e["quantization"]) == (
+            "tfjs", "google/imagenet/%s/%s/%d" % (model, kind, version), variant,
+            "float32" if variant == "default" else variant)
+        assert e["files"] == record["files"] and e["module_size"] == record["size"]
+        assert e["probe"] == record["probe"] and e["source"] == record["source"]
+        assert e["source"]["filename"].endswith((".tar.gz", ".tgz"))
+        archive = registry / e["archive"]
+        assert e["archive"] == handle + ".tar.gz" and e["module_dir"] == handle
+        assert e["size"] == archive.stat().st_size
+        assert e["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+        with tarfile.open(archive) as tar:
+            assert sorted(tar.getnames()) == sorted(record["files"])
+        for name, sha in record["files"].items():
+            assert hashlib.sha256((registry / handle / name).read_bytes()).hexdigest() == sha
+        card = registry / "assets/docs/google/models" / (handle.split("/", 1)[1] + ".md")
+        assert card.read_bytes() == (output / handle).with_suffix(".md").read_bytes()
+    again = run_cli("publish", str(registry) + "-output", "--registry", registry, "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {m["status"] for m in json.loads(again.stdout)["modules"]} == {"unchanged"}
+
+
+def test_serve_answers_what_tfjs_asks_for(served):
+    import requests
+
+    handle = variant_handle(*SMALL_CASE, "uint8")
+    url = "%s/%s" % (served["url"], handle)
+    registry = served["registry"]
+    model = requests.get(url + "/model.json", params={"tfjs-format": "file"}, timeout=60)
+    assert model.status_code == 200 and model.headers["Content-Type"] == "application/json"
+    assert model.headers["Access-Control-Allow-Origin"] == "*"
+    assert model.content == (registry / handle / "model.json").read_bytes()
+    for shard in model.json()["weightsManifest"][0]["paths"]:
+        got = requests.get(url + "/" + shard, params={"tfjs-format": "file"}, timeout=60)
+        assert got.status_code == 200 and got.content == (registry / handle / shard).read_bytes()
+    packed = requests.get(url, params={"tfjs-format": "compressed"}, timeout=60)
+    assert packed.status_code == 200 and packed.headers["Content-Type"] == "application/gzip"
+    assert packed.content == (registry / (handle + ".tar.gz")).read_bytes()
+    card = requests.get(url, timeout=60)
+    assert card.status_code == 200 and card.text.startswith("# Tfjs ")
+    for params in ({"tfjs-format": "zip"}, {"tf-hub-format": "compressed"}):
+        bad = requests.get(url, params=params, timeout=60)
+        assert bad.status_code == 400 and "tfjs-format=compressed" in bad.text, bad.text
+    bad = requests.get(url + "/model.json", params={"tfjs-format": "compressed"}, timeout=60)
+    assert bad.status_code == 400 and "tfjs-format=file" in bad.text
+    assert requests.get(url + "/group9-shard1of1.bin", timeout=60).status_code == 404
+
+
+def test_variant_archives_are_reproducible_and_verify_passes_registry_and_url(
+        deployed, served, family, tmp_path):
+    """Two publishes of one variant give the same bytes; `hubexport verify` on the registry,
+    its served URL and a served variant; a damaged shard is named and not served."""
+    from registry_support import link_copy, replace_file
+
+    from hubexport.verify import verify
+
+    output, _, _ = deployed
+    handle = variant_handle(*SMALL_CASE, "float16")
+    parent = "google/imagenet/%s/%s/%d" % SMALL_CASE
+    one = tmp_path / "one"
+    link_copy(output / handle, one / handle)
+    for name in ("1.md", ".1.stamp"):
+        link_copy(output / handle.rsplit("/", 1)[0] / name, one / handle.rsplit("/", 1)[0] / name)
+    link_copy(output / parent, one / parent)  # with its parent: verify compares them
+    for name in ("%d.md" % SMALL_CASE[2], ".%d.stamp" % SMALL_CASE[2]):
+        link_copy(output / parent.rsplit("/", 1)[0] / name, one / parent.rsplit("/", 1)[0] / name)
+    archives = []
+    for n in (1, 2):
+        proc = run_cli("publish", one, "--registry", tmp_path / ("r%d" % n), "--json")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        archives.append((tmp_path / ("r%d" % n) / (handle + ".tar.gz")).read_bytes())
+    assert archives[0] == archives[1] == (served["registry"] / (handle + ".tar.gz")).read_bytes()
+    # A variant whose files are not what its stamp records is refused, and nothing is written.
+    changed = tmp_path / "changed"
+    link_copy(one, changed)
+    model_json = changed / handle / "model.json"
+    replace_file(model_json, model_json.read_bytes().replace(b'"graph-model"', b'"graph-modeL"'))
+    proc = run_cli("publish", changed, "--registry", tmp_path / "r3")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "changed since it was built" in proc.stderr and "--deploy tfjs --force" in proc.stderr
+    assert not (tmp_path / "r3" / "index.json").exists()
+    report = verify(tmp_path / "r1", specs_dir=family.specs_dir)
+    assert report.ok, report.lines()
+    (m,) = [m for m in report.modules if m.module_handle == handle]
+    assert [c.name for c in m.checks] == ["index", "archive", "file", "graph_model",
+                                          "inference", "card"]
+    assert "from the parent module %s" % parent in m.checks[4].detail
+    url = "%s/%s" % (served["url"], handle)
+    (m,) = verify(url, specs_dir=family.specs_dir).modules
+    assert m.ok, m.failures
+    assert [c.name for c in m.checks] == ["download", "file", "graph_model", "inference", "card"]
+    assert "fromTFHub" in m.checks[0].detail and "index entry" in m.checks[1].detail
+    # A shard cut short in the registry: verify names it, serve answers 500, not its bytes.
+    shard = sorted((tmp_path / "r1" / handle).glob("group1-shard*.bin"))[-1]
+    replace_file(shard, shard.read_bytes()[:-4])
+    report = verify(tmp_path / "r1", specs_dir=family.specs_dir)
+    assert not report.ok and any(shard.name in p and "sha256" in p for p in report.problems), \
+        report.problems
+    import requests
+
+    from registry_support import Served
+
+    with Served(tmp_path / "r1") as server:
+        got = requests.get("%s/%s/%s" % (server.url, handle, shard.name),
+                           params={"tfjs-format": "file"}, timeout=60)
+    assert got.status_code == 500 and "no longer matches index.json" in got.text

@@ -13,6 +13,8 @@ the module's computation we did not write). The float32 variant must match
 to 1e-4 relative; the dynamic-range one (int8 weights) to
 DYNAMIC_RANGE_TOLERANCE, nearer each image's own module output than the
 other images', and LiteRT must reproduce the accuracy figure its card states.
+``hubexport publish`` and ``hubexport serve`` hand the files out as
+tfhub.dev did (``?lite-format=tflite``), and the download runs in LiteRT.
 """
 
 import json
@@ -25,7 +27,7 @@ import pytest
 
 from family_support import SPECS
 from reference_support import REPO, max_rel, structured_images
-from registry_support import run_cli, small_output
+from registry_support import cli_server, published_variants, run_cli, small_output
 
 pytestmark = pytest.mark.slow
 
@@ -276,3 +278,57 @@ def test_verify_passes_the_variants_and_names_what_is_wrong_with_damaged_ones(de
     link_copy(output / (handle + ".tflite"), stray)
     with pytest.raises(UsageError, match="cannot tell which module this is"):
         verify(stray, specs_dir=family.specs_dir)
+
+
+def test_published_and_served_with_lite_format_and_run_from_the_download(deployed, family,
+                                                                         tmp_path):
+    """publish indexes each .tflite (format tflite, parent, size, sha256) and copies it as it is;
+    `hubexport serve` hands it out at HANDLE?lite-format=tflite; the download runs in LiteRT
+    and `hubexport verify` passes the served variants."""
+    import hashlib
+
+    import requests
+
+    from hubexport.verify import verify
+
+    output, _, expected = deployed
+    registry = tmp_path / "registry"
+    published = published_variants(output, "lite-model", registry)
+    assert {m["status"] for m in published["modules"]} == {"published"}
+    entries = {e["module_handle"]: e
+               for e in json.loads((registry / "index.json").read_text())["modules"]}
+    assert sorted(entries) == sorted(variant_handle(m, k, v) for m, k in CASES for v in VARIANTS)
+    for model, kind in CASES:
+        for variant in VARIANTS:
+            handle = variant_handle(model, kind, variant)
+            e, record = entries[handle], _stamp(output, model, kind, variant)
+            assert (e["format"], e["parent_module"], e["quantization"]) == (
+                "tflite", "google/imagenet/%s/%s/5" % (model, kind), VARIANTS[variant])
+            assert (e["archive"], e["module_dir"], e["file"]) == (handle + ".tflite", None,
+                                                                  "1.tflite")
+            built = (output / handle).with_suffix(".tflite").read_bytes()
+            assert e["size"] == e["module_size"] == len(built)
+            assert e["sha256"] == hashlib.sha256(built).hexdigest() == record["files"]["1.tflite"]
+            assert (registry / e["archive"]).read_bytes() == built
+            assert e["input"] == record["input"] and e["probe"] == record["probe"]
+    model, kind = CASES[-1]  # a small net
+    with cli_server(registry) as url:
+        for variant in VARIANTS:
+            handle = variant_handle(model, kind, variant)
+            got = requests.get("%s/%s" % (url, handle), params={"lite-format": "tflite"},
+                               timeout=120)
+            assert got.status_code == 200, got.text[:300]
+            assert hashlib.sha256(got.content).hexdigest() == entries[handle]["sha256"]
+            bad = requests.get("%s/%s" % (url, handle), params={"tf-hub-format": "compressed"},
+                               timeout=60)
+            assert bad.status_code == 400 and "lite-format=tflite" in bad.text
+            (m,) = verify("%s/%s" % (url, handle), specs_dir=family.specs_dir).modules
+            assert m.ok, m.failures
+            assert [c.name for c in m.checks] == ["download", "file", "tflite", "inference",
+                                                  "card"]
+        downloaded = tmp_path / "downloaded.tflite"
+        downloaded.write_bytes(got.content)  # the dynamic-range one
+    images, want = expected[(model, kind)][:2]
+    out, report = _run_litert(downloaded, images, tmp_path)
+    assert out.shape == want.shape
+    assert max_rel(out, want) < DYNAMIC_RANGE_TOLERANCE

@@ -248,7 +248,7 @@ def write_variant(target, module_dir, output, parent_stamp):
     writer = converter(target.format)
     io = writer.write_variant_files(module_dir, path, target)
     diff = writer.measure(path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
-    record = variant_record(target, path, io, diff)
+    record = variant_record(target, path, io, diff, module_source(module_dir))
     write_text(card, render_variant_card(target, record))
     write_text(stamp, json.dumps({"stamp": variant_stamp(target, parent_stamp),
                                    "hubexport": __version__, "variant": record}, indent=1))
@@ -266,7 +266,17 @@ def variant_files(path):
             for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def variant_record(target, path, io, diff):
+def module_source(module_dir):
+    """The ``source`` a module's build stamp (``.N.stamp`` beside ``module_dir``) records, or None."""
+    module_dir = Path(module_dir)
+    stamp = module_dir.parent / (".%s.stamp" % module_dir.name)
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8"))["module"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def variant_record(target, path, io, diff, source=None):
     """The stamp's record of a written variant.
 
     Args:
@@ -275,16 +285,22 @@ def variant_record(target, path, io, diff):
       io: the converter's ``{"input": {"name", "shape"}, "output": {"name",
         "shape"}}`` (shapes with -1 for any size).
       diff: the converter's ``measure`` dict.
+      source: the checkpoint the parent module was built from, as the
+        parent's stamp records it (:func:`hubexport.build.build_record`'s
+        ``source``), or None.
 
     Returns:
       dict (JSON-ready): ``variant_handle``, ``handle``, ``version``,
       ``parent_module`` (the module handle), ``format``, ``variant``,
-      ``quantization``, ``file`` (the file's or directory's name), ``files``
-      ({name relative to it: sha256}), ``size`` (bytes in all),
+      ``quantization``, ``architecture``, ``kind`` and ``image_size``
+      (pixels) of the parent, ``file`` (the file's or directory's name),
+      ``files`` ({name relative to it: sha256}), ``size`` (bytes in all),
       ``input`` (``{"name", "shape", "dtype", "range"}``), ``output``
       (``{"name", "shape", "dtype"}``), ``probe`` (the measured difference
       from the parent: ``images``, ``max_abs_diff``, ``max_rel_diff``,
-      ``max_abs_output``) and ``tensorflow`` (the converter's release).
+      ``max_abs_output``), ``source`` (as given) and ``tensorflow`` (the
+      converter's release). ``hubexport publish`` copies these into the
+      variant's index entry.
     """
     import sys
 
@@ -293,10 +309,13 @@ def variant_record(target, path, io, diff):
     size = (path.stat().st_size if path.is_file()
             else sum((path / name).stat().st_size for name in files))
     tf = sys.modules.get("tensorflow")
+    parent = target.parent
     return {
         "variant_handle": target.variant_handle, "handle": target.handle,
-        "version": target.version, "parent_module": target.parent.module_handle,
+        "version": target.version, "parent_module": parent.module_handle,
         "format": target.format, "variant": target.variant,
+        "architecture": parent.spec.architecture, "kind": parent.kind,
+        "image_size": parent.spec.image_size, "source": source,
         "quantization": target.quantization, "file": path.name, "files": files, "size": size,
         "input": dict(io["input"], dtype="float32", range=[0.0, 1.0]),
         "output": dict(io["output"], dtype="float32"),
