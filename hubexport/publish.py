@@ -4,8 +4,9 @@ Public entry point: :func:`publish`. Also public, for ``serve`` and
 ``verify``: :func:`read_registry` (load and check a registry),
 :func:`module_files` (the SavedModel paths of a module directory),
 :func:`docs_path`, :func:`archive_path`, :func:`variant_layout`,
-:func:`variant_dir_files`, :func:`archive_manifest` (hash the members of an
-archive), :func:`write_archive` and :func:`index_digest`.
+:func:`variant_dir_files`, :func:`is_tfjs_file`, :func:`archive_manifest`
+(hash the members of an archive), :func:`write_archive` and
+:func:`index_digest`.
 
 Registry layout (``DIR`` = ``--registry``)::
 
@@ -76,8 +77,8 @@ their sources were all pinned, and the entry says so.
 Archives hold only the paths a SavedModel may hold (FACTS.md), or a TF.js
 model's ``model.json`` and shards, and are reproducible: members sorted by
 path, directories before their contents, mtime 0, mode 0644/0755, uid/gid
-0, no owner names, ustar format (no pax headers), gzip level 6 with mtime 0 and no file name in the header. The one
-TensorFlow-written file that is never deterministic is ``fingerprint.pb``
+0, no owner names, ustar format (no pax headers), gzip level 6 with mtime
+0 and no file name in the header. The one TensorFlow-written file that is never deterministic is ``fingerprint.pb``
 (TF2 SavedModels): its ``uuid`` field (7) is random on every save, so
 publishing clears that field, and only that field; the hashes it keeps
 describe the same files (README, "Reproducible archives").
@@ -209,10 +210,16 @@ def variant_layout(fmt):
     return (suffix, False) if suffix else (".tar.gz", True)
 
 
+def is_tfjs_file(name):
+    """True if ``name`` (str) is a file name of a TF.js graph model (``model.json``,
+    ``groupG-shardNofM.bin``); never a path with a directory part."""
+    return isinstance(name, str) and bool(_TFJS_FILE.fullmatch(name))
+
+
 def _member_allowed(fmt):
     """The rule (rel, is_dir) -> bool for the paths a module or variant of ``fmt`` holds."""
     if fmt in VARIANT_FORMATS:
-        return lambda rel, is_dir: not is_dir and bool(_TFJS_FILE.fullmatch(rel))
+        return lambda rel, is_dir: not is_dir and is_tfjs_file(rel)
     return _allowed
 
 
@@ -605,7 +612,7 @@ def _entry_problem(entry):
         except ValueError as e:
             return "parent_module: %s" % e
         if is_dir:
-            allowed = lambda rel: bool(_TFJS_FILE.fullmatch(rel))  # noqa: E731
+            allowed = is_tfjs_file
         else:
             allowed = lambda rel: rel == version + suffix  # noqa: E731
         if not entry["files"] or not all(isinstance(rel, str) and allowed(rel)
@@ -640,7 +647,7 @@ def variant_dir_files(variant_dir):
     """
     names = []
     for path in sorted(Path(variant_dir).iterdir()):
-        if path.is_symlink() or not path.is_file() or not _TFJS_FILE.fullmatch(path.name):
+        if path.is_symlink() or not path.is_file() or not is_tfjs_file(path.name):
             raise PublishError("%s: %r is not a file of a TF.js graph model (model.json, "
                                "groupG-shardNofM.bin); remove it" % (variant_dir, path.name))
         names.append(path.name)

@@ -24,9 +24,10 @@ A deployment variant (``hubexport build --deploy``; index format ``tfjs`` or
 ``tflite``) is served at its own handle as tfhub.dev served them (see
 :data:`VARIANT_QUERIES`):
 
-  ``GET /<variant handle>/model.json?tfjs-format=file`` a TF.js model's files, as
-  ``GET /<variant handle>/group1-shard1of2.bin?tfjs-format=file``   ``loadGraphModel``
-      asks for them with ``fromTFHub: true`` (the query may be left out);
+  ``GET /<variant handle>/model.json?tfjs-format=file``
+  ``GET /<variant handle>/group1-shard1of2.bin?tfjs-format=file``
+      a TF.js model's files, as ``loadGraphModel`` asks for them with
+      ``fromTFHub: true`` (the query may be left out);
   ``GET /<variant handle>?tfjs-format=compressed``      its ``.tar.gz``;
   ``GET /<variant handle>?lite-format=tflite``          a ``.tflite`` file (also
       ``GET /<variant handle>.tflite``);

@@ -57,9 +57,8 @@ model directory at ``.../<variant handle>/`` (``OUT/google/tfjs-model/...
 /3/default/1/``, with ``model.json``), and every variant found in a build
 output, get the checks ``file`` (its files' sha256 are what its stamp, or
 in a registry its index entry, records; a .tflite must be a TFLite flat
-buffer), ``tflite`` (one float32
-input [1, S, S, 3] and one float32 output [1, N], signature
-``serving_default``, in TFLite's interpreter) or ``graph_model`` (the
+buffer), ``tflite`` (one float32 input [1, S, S, 3] and one float32
+output [1, N], signature ``serving_default``, in TFLite's interpreter) or ``graph_model`` (the
 manifest's weights fill the shards exactly, only ops TF.js 4.22 implements,
 one float32 input [-1, S, S, 3] (-1 for any size) and output [-1, N]),
 ``inference`` (finite outputs on one image; with the parent module beside
@@ -525,6 +524,10 @@ class _Checker:
                                   for s in g["paths"]]
                     except (ValueError, KeyError, TypeError):
                         shards = []
+                    odd = [s for s in shards if not registry_io.is_tfjs_file(s)]
+                    if odd:  # never a path outside the download directory
+                        failed = "model.json names weight files %s; not TF.js shard names" % odd
+                        break
                     names += shards
                     fetch.update((s, (url + "/" + s, {param: per_file})) for s in shards)
             if failed is not None:
@@ -862,9 +865,9 @@ class _Checker:
             ancestors = path.resolve().parents
             root = (Path(output) if output is not None else
                     ancestors[levels] if len(ancestors) > levels else None)
-            module_dir = root / parent.rel_path if root is not None else Path("/nonexistent")
+            module_dir = root / parent.rel_path if root is not None else None
             stated = (record or {}).get("probe", {}).get("max_rel_diff")
-            if module_dir.is_dir() and isinstance(stated, float):
+            if module_dir is not None and module_dir.is_dir() and isinstance(stated, float):
                 diff = converter(target.format).measure(
                     path, module_dir, probe_images(PROBE_IMAGES, spec.image_size))
                 ok = diff["max_rel_diff"] <= 1.5 * stated + 1e-5
