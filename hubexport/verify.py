@@ -103,6 +103,7 @@ import tempfile
 from pathlib import Path
 
 from hubexport import publish as registry_io
+from hubexport.deploy import module_source as _module_source
 from hubexport.errors import FetchError, PublishError, UsageError, VerificationError
 
 #: Seed of the smoke-inference image (uniform in [0, 1]).
@@ -294,7 +295,7 @@ def verify(path_or_url, *, specs_dir=None, handle=None, inference=True):
         return checker.registry(path)
     if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
         target = _match(path.resolve().parts, targets, handle, path)
-        record = _stamp_source(path) or _registry_source(path, target)
+        record = _module_source(path) or _registry_source(path, target)
         return Report(text, "module", [checker.module(path, target, *_find_card(path, target),
                                                       record=record)], [])
     return checker.output(path)
@@ -314,13 +315,6 @@ def _variants(targets):
     return out
 
 
-def _stamp_source(module_dir):
-    """The ``source`` the build stamp beside a module directory records, or None."""
-    from hubexport.deploy import module_source
-
-    return module_source(module_dir)
-
-
 def _registry_source(module_path, target):
     """The ``source`` of the module's entry in the index.json of the registry it lies in.
 
@@ -338,12 +332,18 @@ def _registry_source(module_path, target):
         return None
 
 
-def _index_source(entries, module_handle):
-    """The ``source`` of ``module_handle``'s entry in an index's ``modules``, or None."""
+def _index_entry(entries, module_handle):
+    """``module_handle``'s entry (dict) in an index's ``modules`` list, or None."""
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("module_handle") == module_handle:
-            return entry.get("source")
+            return entry
     return None
+
+
+def _index_source(entries, module_handle):
+    """The ``source`` of ``module_handle``'s entry in an index's ``modules``, or None."""
+    entry = _index_entry(entries, module_handle)
+    return entry.get("source") if entry else None
 
 
 def _source_check(record):
@@ -420,7 +420,7 @@ class _Checker:
             module_dir = path / target.rel_path
             if module_dir.is_dir():
                 modules.append(self.module(module_dir, target, *_find_card(module_dir, target),
-                                           record=_stamp_source(module_dir)))
+                                           record=_module_source(module_dir)))
         from hubexport.deploy import variant_paths
 
         for _, variant in sorted(_variants(self.targets).items()):
@@ -494,12 +494,13 @@ class _Checker:
 
     def _variant_url(self, url, entry, target):
         """Downloads a served variant as its runtime would, then checks it (:meth:`variant`)."""
+        from hubexport.deploy import variant_paths
         from hubexport.serve import VARIANT_QUERIES
 
         param, download, per_file = VARIANT_QUERIES[target.format]
-        version = str(target.version)
         with tempfile.TemporaryDirectory(prefix="hubexport-verify-") as tmp:
-            path = Path(tmp, version + _variant_suffix(target.format))
+            path, card, _ = variant_paths(tmp, target)  # the build output's layout
+            path.parent.mkdir(parents=True)
             if per_file is None:
                 names, fetch = [path.name], {path.name: (url, {param: download})}
             else:  # TF.js: model.json, then the shards its manifest names
@@ -536,7 +537,6 @@ class _Checker:
             download_check = Check("download", True, "%d bytes in %d files, as %s fetches them"
                                    % (got, len(fetch), "tf.loadGraphModel(URL, {fromTFHub: "
                                       "true})" if per_file else "?%s=%s" % (param, download)))
-            card = Path(tmp, version + ".md")
             card_response = _http_get(url)
             if card_response.status_code == 200:
                 card.write_bytes(card_response.content)
@@ -595,8 +595,8 @@ class _Checker:
             variants = _variants(self.targets)
             for module_handle in handles:
                 if module_handle in variants:
-                    entry = next(e for e in entries if e["module_handle"] == module_handle)
-                    modules.append(self._variant_url(base + "/" + module_handle, entry,
+                    modules.append(self._variant_url(base + "/" + module_handle,
+                                                     _index_entry(entries, module_handle),
                                                      variants[module_handle]))
                     continue
                 if module_handle not in self.targets:
@@ -1091,13 +1091,6 @@ def _entry_record(entry):
     return dict(entry, size=entry.get("module_size"), recorded_by="index entry")
 
 
-def _variant_suffix(fmt):
-    """A variant's file suffix in the build output (``.tflite``; ``""`` for a directory)."""
-    from hubexport.deploy import variant_table
-
-    return variant_table()[fmt]["suffix"]
-
-
 def _variant_index_check(entry, target):
     """The ``index`` check of a variant's entry against its spec's :class:`DeployTarget`."""
     parent = target.parent
@@ -1233,12 +1226,9 @@ def _served_entry(base, module_handle):
         response = _http_get(base + "/" + registry_io.INDEX)
         if response.status_code != 200:
             return None
-        for entry in json.loads(response.content).get("modules"):
-            if isinstance(entry, dict) and entry.get("module_handle") == module_handle:
-                return entry
-    except (FetchError, ValueError, AttributeError, TypeError):
+        return _index_entry(json.loads(response.content).get("modules"), module_handle)
+    except (FetchError, ValueError, AttributeError):
         return None
-    return None
 
 
 def _http_get(url, params=None, stream=False):
