@@ -281,8 +281,12 @@ def _ours(fixturedef):
     return not module.startswith(("_pytest", "pytest", "xdist", "hypothesis"))
 
 
-def _xdist_group(item):
-    """The tests of a module-scoped fixture's module (per parameter), or of a session fixture."""
+def _fixture_keys(item):
+    """The module- and session-scoped fixtures of ours that a test uses, one key per instance.
+
+    A module fixture's key is its module and parameter (each parameter is an
+    instance of its own); a session fixture's is its name and parameter.
+    """
     keys = set()
     for name in item.fixturenames:
         defs = item._fixtureinfo.name2fixturedefs.get(name)
@@ -292,12 +296,40 @@ def _xdist_group(item):
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get(name, "") if callspec else ""
         where = item.nodeid.split("::")[0] if defs[-1].scope == "module" else name
-        keys.add("%s[%s]" % (where, param))
-    return "+".join(sorted(keys)) or None
+        key = "%s:%s" % (where, name) + ("=%s" % (param,) if param != "" else "")
+        # pytest-xdist reads the group after the last "@", and only if no "]" follows it.
+        keys.add(key.translate(str.maketrans("[]@", "()_")))
+    return keys
 
 
+def xdist_groups(items):
+    """{test node id: group name}: tests that share any fixture instance share a group.
+
+    The groups are the connected components of "uses the same instance of a
+    module- or session-scoped fixture" (a union-find over the fixture keys):
+    a test using fixtures A and B and another using only A land on one
+    worker, so A is made once per run, not once per worker that drew one of
+    its tests. Tests with no such fixture get no group (any worker).
+    """
+    parent = {}
+
+    def find(key):
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    keys = {item.nodeid: sorted(_fixture_keys(item)) for item in items}
+    for ks in keys.values():
+        for other in ks[1:]:
+            parent[find(other)] = find(ks[0])
+    return {nodeid: find(ks[0]) for nodeid, ks in keys.items() if ks}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the marks into node ids
 def pytest_collection_modifyitems(config, items):
+    groups = xdist_groups(items)
     for item in items:
-        group = _xdist_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if item.nodeid in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
