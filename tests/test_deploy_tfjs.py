@@ -65,11 +65,15 @@ def variant_handle(model, kind, version, variant):
 
 @pytest.fixture(scope="module")
 def deployed(family, tmp_path_factory):
-    """(output Path, {handle: build --json result}, {(model, kind, version): (images, outputs)})."""
+    """(output Path, {handle: build --json result}, {(model, kind, version): (images, outputs)}).
+
+    The output (about 1 GB of variants) is removed when the module's tests end.
+    """
     import tensorflow as tf
     import tensorflow_hub as hub
 
-    output = small_output(family, tmp_path_factory.mktemp("tfjs") / "out", CASES)
+    root = tmp_path_factory.mktemp("tfjs")
+    output = small_output(family, root / "out", CASES)
     results = {}
     groups = sorted({(k, v) for _, k, v in CASES})
     for kind, version in groups:
@@ -86,7 +90,8 @@ def deployed(family, tmp_path_factory):
         loaded = hub.load(str(output / "google" / "imagenet" / model / kind / str(version)))
         expected[(model, kind, version)] = (images, loaded.signatures["default"](
             images=tf.constant(images))["default"].numpy())
-    return output, results, expected
+    yield output, results, expected
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +125,19 @@ def node_run(deployed, served, tmp_path_factory):
 def served(deployed, tmp_path_factory):
     """The TF.js variants published into a registry of their own, served by ``hubexport serve``.
 
-    Yields {"url": base URL, "registry": Path, "published": publish --json}.
+    Yields {"url": base URL, "registry": Path, "published": publish --json}; the
+    registry (about 2 GB: files and archives) is removed when the module's tests end.
     """
     import os
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         os.environ.pop(var, None)
-    registry = tmp_path_factory.mktemp("tfjs-registry") / "registry"
+    root = tmp_path_factory.mktemp("tfjs-registry")
+    registry = root / "registry"
     published = published_variants(deployed[0], "tfjs-model", registry)
     with cli_server(registry) as url:
         yield {"url": url, "registry": registry, "published": published}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _stamp(output, model, kind, version, variant):

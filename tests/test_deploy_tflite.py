@@ -19,6 +19,7 @@ tfhub.dev did (``?lite-format=tflite``), and the download runs in LiteRT.
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -64,14 +65,16 @@ def deployed(family, tmp_path_factory):
     Returns (output Path, {handle: build --json result}, {(model, kind):
     (images, module outputs, probe images, module outputs)}): the images are
     structured_images, the probe images those the build measured its cards'
-    figures on (hubexport.deploy.probe_images).
+    figures on (hubexport.deploy.probe_images). The output is removed when the
+    module's tests end.
     """
     import tensorflow as tf
     import tensorflow_hub as hub
 
     from hubexport.deploy import PROBE_IMAGES, probe_images
 
-    output = small_output(family, tmp_path_factory.mktemp("deploy") / "out",
+    root = tmp_path_factory.mktemp("deploy")
+    output = small_output(family, root / "out",
                           [(m, k, 5) for m, k in CASES])
     results = {}
     for kind in ("classification", "feature_vector"):
@@ -92,7 +95,8 @@ def deployed(family, tmp_path_factory):
             x for batch in (images, probes)
             for x in (batch, np.stack([loaded(tf.constant(image[None]), training=False).numpy()[0]
                                        for image in batch])))
-    return output, results, expected
+    yield output, results, expected
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _run_litert(path, images, tmp_path):
