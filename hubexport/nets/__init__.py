@@ -181,15 +181,17 @@ def checkpoint_function(architecture, values, num_classes=1001,
 
     from hubexport.nets.layers import NetContext
 
+    # The variables are made here, eagerly, before the function is traced:
+    # made inside the trace, each one's initializer is lifted out of the graph
+    # on its own, which made the first call of ResNet-152's function take
+    # 15.5 s instead of 1.9 s (TF 2.21, 2 cores).
     variables = {}
-
-    def factory(request):
+    for request in variable_requests(architecture, num_classes):
         if request.name not in variables:
             variables[request.name] = tf.Variable(values[request.name], name=request.name,
                                                   trainable=request.trainable)
-        return variables[request.name]
 
-    ctx = NetContext(factory)
+    ctx = NetContext(lambda request: variables[request.name])
 
     @tf.function(autograph=False)
     def run(images):
