@@ -103,14 +103,6 @@ def _build_lock(root):
     return filelock.FileLock(str(root / ".lock"))
 
 
-def _make_standins(models, work):
-    """Writes the stand-ins of ``models`` (of one spec file) into ``work``, in turn."""
-    from hubexport.standin import make_standin
-
-    for name in models:
-        make_standin(name, Path(work), seed=0)
-
-
 @pytest.fixture(scope="session")
 def standins():
     """Path of a directory with the stand-in tarball of every model and ``specs/``."""
@@ -118,23 +110,12 @@ def standins():
     done = root / _standin_key()
     with _build_lock(root):
         if not (done / ".complete").exists():
-            import concurrent.futures
-            import multiprocessing
-
-            from family_support import SPECS
+            from hubexport.standin import make_standin
 
             work = root / (".work-%d" % os.getpid())
             shutil.rmtree(work, ignore_errors=True)
-            # Two processes (the 2 cores), one task per spec file: the models of
-            # one variant table pin that one file in turn.
-            by_file = {}
             for name in MODELS:
-                by_file.setdefault(SPECS[name].source.name, []).append(name)
-            with concurrent.futures.ProcessPoolExecutor(
-                    2, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for done_task in [pool.submit(_make_standins, names, str(work))
-                                  for names in sorted(by_file.values(), key=len, reverse=True)]:
-                    done_task.result()
+                make_standin(name, work, seed=0)
             (work / ".complete").write_text("\n".join(MODELS) + "\n")
             shutil.rmtree(done, ignore_errors=True)
             os.replace(work, done)
